@@ -1,0 +1,39 @@
+# orthoseg: `make demo` runs the whole system on embedded defaults, `make test` runs the tests.
+# Both create .venv on first use; later runs reuse it.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+# CPU build by default; set TORCH_SPEC (e.g. "torch>=2.8") to let pip pick a CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv demo test lint bench clean compile
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/orthoseg demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests components pipelines benchmarks
+
+compile: $(STAMP)
+	$(VENV)/bin/orthoseg pipeline compile --out pipelines/compiled
+
+bench: $(STAMP)
+	$(PY) benchmarks/synth.py
+	$(PY) benchmarks/validate.py
+
+clean:
+	rm -rf .orthoseg

@@ -1,0 +1,7 @@
+"""orthoseg: segmentation and measurement of post-operative knee radiographs."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

@@ -1,0 +1,130 @@
+"""The one radiograph preprocessing (native image -> fixed mm/px canvas) and its exact inverse.
+
+Training and inference both call these functions, and the ``PreprocessConfig`` is saved with every
+model, so the two can never drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from orthoseg.settings import PreprocessConfig
+
+# Used when a file carries no pixel spacing at all (flagged by validation and quality checks).
+FALLBACK_SPACING_MM = 0.15
+
+
+@dataclass(frozen=True)
+class CanvasTransform:
+    """Geometry linking a native image to its canvas: canvas = native * scale + offset (per axis).
+
+    Attributes:
+        native_shape: (rows, columns) of the native image.
+        native_spacing_mm: (row, column) spacing of the native image.
+        canvas_px: side of the square canvas.
+        canvas_spacing_mm: mm per canvas pixel (isotropic); larger than the configured spacing only
+            when the film would not otherwise fit on the canvas.
+        resized_shape: (rows, columns) the native image occupies on the canvas.
+        offset_px: (row, column) of the top-left corner of the image on the canvas.
+    """
+
+    native_shape: tuple[int, int]
+    native_spacing_mm: tuple[float, float]
+    canvas_px: int
+    canvas_spacing_mm: float
+    resized_shape: tuple[int, int]
+    offset_px: tuple[int, int]
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def plan_canvas(
+    native_shape: tuple[int, int], native_spacing_mm: tuple[float, float] | None, config: PreprocessConfig
+) -> CanvasTransform:
+    """Compute where a native image lands on the canvas, preserving physical aspect ratio."""
+    spacing = native_spacing_mm or (FALLBACK_SPACING_MM, FALLBACK_SPACING_MM)
+    extent_mm = (native_shape[0] * spacing[0], native_shape[1] * spacing[1])
+    canvas_spacing = max(config.spacing_mm, max(extent_mm) / config.canvas_px)
+    resized = (
+        min(config.canvas_px, max(1, round(extent_mm[0] / canvas_spacing))),
+        min(config.canvas_px, max(1, round(extent_mm[1] / canvas_spacing))),
+    )
+    offset = ((config.canvas_px - resized[0]) // 2, (config.canvas_px - resized[1]) // 2)
+    return CanvasTransform(
+        native_shape=(int(native_shape[0]), int(native_shape[1])),
+        native_spacing_mm=(float(spacing[0]), float(spacing[1])),
+        canvas_px=config.canvas_px,
+        canvas_spacing_mm=float(canvas_spacing),
+        resized_shape=resized,
+        offset_px=offset,
+    )
+
+
+def normalize_intensity(pixels: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+    """Window to the configured percentiles and scale to [0, 1] (presentation pixels in, float32 out)."""
+    values = np.asarray(pixels, dtype=np.float32)
+    step = max(1, int(np.sqrt(values.size / 250_000)))
+    sample = values[::step, ::step]
+    low, high = np.percentile(sample, config.clip_percentiles)
+    if not np.isfinite(low) or not np.isfinite(high) or high <= low:
+        return np.zeros_like(values, dtype=np.float32)
+    return np.clip((values - low) / (high - low), 0.0, 1.0).astype(np.float32)
+
+
+def _resize(array: torch.Tensor, shape: tuple[int, int], mode: str) -> torch.Tensor:
+    if tuple(array.shape[-2:]) == tuple(shape):
+        return array
+    if mode == "nearest":
+        return F.interpolate(array, size=shape, mode="nearest-exact")
+    return F.interpolate(array, size=shape, mode="bilinear", align_corners=False, antialias=True)
+
+
+def preprocess_radiograph(
+    pixels: np.ndarray, native_spacing_mm: tuple[float, float] | None, config: PreprocessConfig
+) -> tuple[np.ndarray, CanvasTransform]:
+    """Bring a presentation-ready radiograph onto the fixed canvas.
+
+    Args:
+        pixels: native image (higher = denser), any numeric dtype.
+        native_spacing_mm: (row, column) spacing; None uses ``FALLBACK_SPACING_MM``.
+        config: canvas and intensity settings.
+
+    Returns:
+        The canvas image (``canvas_px`` x ``canvas_px``, float32 in [0, 1], zero padding) and the
+        transform that ``restore_to_native`` inverts.
+    """
+    transform = plan_canvas(pixels.shape[-2:], native_spacing_mm, config)
+    normalized = torch.from_numpy(normalize_intensity(pixels, config))[None, None]
+    resized = _resize(normalized, transform.resized_shape, "bilinear")[0, 0]
+    canvas = torch.zeros((config.canvas_px, config.canvas_px), dtype=torch.float32)
+    r0, c0 = transform.offset_px
+    canvas[r0 : r0 + transform.resized_shape[0], c0 : c0 + transform.resized_shape[1]] = resized
+    return canvas.numpy(), transform
+
+
+def masks_to_canvas(masks: np.ndarray, transform: CanvasTransform) -> np.ndarray:
+    """Resample native (C, H, W) binary masks onto the canvas (area-weighted, threshold 0.5)."""
+    tensor = torch.from_numpy(np.asarray(masks, dtype=np.float32))[None]
+    resized = _resize(tensor, transform.resized_shape, "bilinear")[0]
+    canvas = torch.zeros((masks.shape[0], transform.canvas_px, transform.canvas_px), dtype=torch.float32)
+    r0, c0 = transform.offset_px
+    canvas[:, r0 : r0 + transform.resized_shape[0], c0 : c0 + transform.resized_shape[1]] = resized
+    return (canvas >= 0.5).numpy()
+
+
+def restore_to_native(canvas_maps: np.ndarray, transform: CanvasTransform) -> np.ndarray:
+    """Invert ``preprocess_radiograph`` for per-channel maps: (C, canvas, canvas) -> (C, H, W).
+
+    Probabilities are interpolated bilinearly, so thresholding after restoring gives smooth edges at
+    native resolution. Binary input comes back as float in [0, 1].
+    """
+    tensor = torch.from_numpy(np.asarray(canvas_maps, dtype=np.float32))
+    r0, c0 = transform.offset_px
+    cropped = tensor[:, r0 : r0 + transform.resized_shape[0], c0 : c0 + transform.resized_shape[1]]
+    native = F.interpolate(cropped[None], size=transform.native_shape, mode="bilinear", align_corners=False)
+    return native[0].clamp(0.0, 1.0).numpy()
