@@ -49,8 +49,12 @@ LOCAL_SCHEME = "99ORTHOSEG"
 STRUCTURES: tuple[Structure, ...] = (
     Structure(0, "femur", "Femur", (230, 159, 0), _BONE_CATEGORY, CodedConcept("71341001", "SCT", "Femur")),
     Structure(1, "tibia", "Tibia", (86, 180, 233), _BONE_CATEGORY, CodedConcept("12611008", "SCT", "Tibia")),
-    Structure(2, "fibula", "Fibula", (0, 158, 115), _BONE_CATEGORY, CodedConcept("87342007", "SCT", "Fibula")),
-    Structure(3, "patella", "Patella", (240, 228, 66), _BONE_CATEGORY, CodedConcept("64234005", "SCT", "Patella")),
+    Structure(
+        2, "fibula", "Fibula", (0, 158, 115), _BONE_CATEGORY, CodedConcept("87342007", "SCT", "Fibula")
+    ),
+    Structure(
+        3, "patella", "Patella", (240, 228, 66), _BONE_CATEGORY, CodedConcept("64234005", "SCT", "Patella")
+    ),
     Structure(
         4,
         "femoral_component",

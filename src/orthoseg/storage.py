@@ -301,5 +301,7 @@ def substore(store: ObjectStore, prefix: str) -> ObjectStore:
     if isinstance(store, LocalStore):
         return LocalStore(store.root / normalize_key(prefix))
     if isinstance(store, S3Store):
-        return S3Store(f"s3://{store.bucket}/{join_key(store.prefix, normalize_key(prefix))}", store.endpoint_url)
+        return S3Store(
+            f"s3://{store.bucket}/{join_key(store.prefix, normalize_key(prefix))}", store.endpoint_url
+        )
     raise TypeError(f"cannot take a sub-store of {store!r}")

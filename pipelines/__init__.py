@@ -1,0 +1,1 @@
+"""Kubeflow pipelines: training (validate → train → evaluate → register → promote) and inference."""

@@ -1,0 +1,319 @@
+"""The ``orthoseg`` command line: each subcommand parses arguments and makes one library call."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+
+from orthoseg.console import ProgressCallback, configure_logging, print_json, progress_bar, stdout_to_stderr
+from orthoseg.settings import Settings
+
+app = typer.Typer(
+    name="orthoseg",
+    help="Segment and measure post-operative knee radiographs: validate, train, register, promote, infer.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+pipeline_app = typer.Typer(help="Run or compile the Kubeflow pipelines.", no_args_is_help=True)
+app.add_typer(pipeline_app, name="pipeline")
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout.")]
+
+
+class Purpose(str, Enum):
+    training = "training"
+    inference = "inference"
+
+
+class PipelineName(str, Enum):
+    training = "training"
+    inference = "inference"
+
+
+@app.callback()
+def main_callback(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    configure_logging(verbose)
+
+
+@contextlib.contextmanager
+def _running(as_json: bool, description: str | None = None) -> Iterator[ProgressCallback]:
+    """Keep stdout clean under --json and show a progress bar (on stderr) while work runs."""
+    redirect = stdout_to_stderr() if as_json else contextlib.nullcontext()
+    with redirect, progress_bar(description or "", enabled=description is not None) as progress:
+        yield progress
+
+
+def _emit(result: BaseModel | dict[str, Any], title: str, as_json: bool) -> None:
+    payload = result.model_dump(mode="json") if isinstance(result, BaseModel) else result
+    if as_json:
+        print_json(payload)
+        return
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for key, value in payload.items():
+        if isinstance(value, dict) and value and all(not isinstance(v, dict | list) for v in value.values()):
+            value = ", ".join(f"{k}={_fmt(v)}" for k, v in value.items())
+        table.add_row(key, _fmt(value))
+    Console().print(table)
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _run(
+    as_json: bool, title: str, work: Callable[[ProgressCallback], BaseModel | dict[str, Any]], bar: str | None
+) -> None:
+    with _running(as_json, bar) as progress:
+        result = work(progress)
+    _emit(result, title, as_json)
+
+
+@app.command()
+def synth(
+    out: Annotated[str, typer.Option(help="Store URI to write to (folder or s3://bucket/prefix).")] = "",
+    count: Annotated[int, typer.Option(help="Number of radiographs.")] = 24,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives byte-identical files.")] = 0,
+    batch: Annotated[str, typer.Option(help="Batch name under incoming/.")] = "synth",
+    broken: Annotated[int, typer.Option(help="Deliberately broken files to add.")] = 0,
+    image_px: Annotated[int | None, typer.Option(help="Nominal image side in pixels.")] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 2,
+    preview: Annotated[str | None, typer.Option(help="Write a contact sheet PNG at this store key.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Generate synthetic knee radiographs with exact ground truth into incoming/<batch>/."""
+    from orthoseg.storage import open_store
+    from orthoseg.synth import SynthConfig, generate_dataset, write_preview
+
+    settings = Settings()
+    store = open_store(out or settings.store, settings.s3_endpoint_url)
+    options: dict[str, Any] = {"count": count, "seed": seed, "batch": batch, "broken_count": broken}
+    options["workers"] = workers
+    if image_px is not None:
+        options["image_px"] = image_px
+    config = SynthConfig(**options)
+
+    def work(progress: ProgressCallback) -> dict[str, Any]:
+        summary = generate_dataset(store, config, progress=progress).model_dump(mode="json")
+        if preview:
+            summary["preview_url"] = store.url(write_preview(store, config, preview))
+        return summary
+
+    _run(as_json, "synthetic radiographs", work, "synthesising")
+
+
+@app.command()
+def validate(
+    source: Annotated[str, typer.Argument(help="Folder or store URI/prefix holding the batch.")],
+    batch: Annotated[str, typer.Option(help="Batch name (quarantine and report folders).")],
+    purpose: Annotated[Purpose, typer.Option(help="training (labels required, no PHI) or inference.")] = (
+        Purpose.training
+    ),
+    as_json: JsonOption = False,
+) -> None:
+    """Validate a batch with Great Expectations: accept into a dataset version or quarantine with reasons."""
+    from orthoseg.validation import validate_batch
+
+    settings = Settings()
+    _run(
+        as_json,
+        f"validation of {batch}",
+        lambda progress: validate_batch(settings, source, batch, purpose.value, progress=progress),
+        "validating",
+    )
+
+
+@app.command()
+def train(
+    dataset: Annotated[str | None, typer.Option(help="Dataset version (default: the latest).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Override the number of epochs.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Train with Ray Train on the dataset version; track everything in MLflow."""
+    from orthoseg.training import run_training
+
+    settings = Settings()
+    if epochs is not None:
+        settings = settings.model_copy(update={"train": settings.train.model_copy(update={"epochs": epochs})})
+    _run(as_json, "training", lambda progress: run_training(settings, dataset, progress=progress), "epochs")
+
+
+@app.command()
+def evaluate(
+    run_id: Annotated[str, typer.Option(help="MLflow run id of the training run.")],
+    dataset: Annotated[str | None, typer.Option(help="Dataset version (default: the latest).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Evaluate a trained run on the fixed test split (Dice per structure), logged to the run."""
+    from orthoseg.evaluation import evaluate_run
+
+    settings = Settings()
+    _run(as_json, "evaluation", lambda progress: evaluate_run(settings, run_id, dataset), None)
+
+
+@app.command()
+def register(
+    run_id: Annotated[str, typer.Option(help="MLflow run id of the evaluated training run.")],
+    dataset: Annotated[str | None, typer.Option(help="Dataset version the run trained on.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Register the run's model in the MLflow registry, tagged with dataset and code versions."""
+    from orthoseg.registry import register_model
+
+    settings = Settings()
+    _run(as_json, "registered model", lambda progress: register_model(settings, run_id, dataset), None)
+
+
+@app.command()
+def promote(
+    version: Annotated[str, typer.Argument(help="Registered model version to consider.")],
+    rollback: Annotated[
+        bool, typer.Option("--rollback", help="Make this version champion without the quality gate.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Promote a version to @champion if it beats the current champion, else mark it @challenger."""
+    from orthoseg import registry
+
+    settings = Settings()
+    if rollback:
+        _run(as_json, "rollback", lambda progress: registry.rollback(settings, version), None)
+    else:
+        _run(as_json, "promotion", lambda progress: registry.promote_model(settings, version), None)
+
+
+@app.command()
+def infer(
+    source: Annotated[str, typer.Argument(help="Folder, store URI/prefix, or dataset:<version>.")],
+    model: Annotated[str, typer.Option(help="Alias, version number or 'latest'.")] = "champion",
+    run_id: Annotated[str | None, typer.Option(help="Output run id (default: derived from inputs).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Batch inference with Ray Data: DICOM SEG, overlays, measurements and a report per image."""
+    from orthoseg.inference import run_inference
+
+    settings = Settings()
+    _run(
+        as_json,
+        "inference",
+        lambda progress: run_inference(settings, source, model, run_id=run_id, progress=progress),
+        "inferring",
+    )
+
+
+@pipeline_app.command("run")
+def pipeline_run(
+    name: Annotated[PipelineName, typer.Argument(help="training or inference.")],
+    source: Annotated[str, typer.Option(help="Batch folder / store URI (training) or images (inference).")],
+    batch: Annotated[str, typer.Option(help="Batch name (training pipeline).")] = "incoming",
+    model: Annotated[str, typer.Option(help="Model alias for inference.")] = "champion",
+    min_dice: Annotated[float, typer.Option(help="Quality floor for promotion (test mean Dice).")] = 0.0,
+    as_json: JsonOption = False,
+) -> None:
+    """Run a pipeline locally with kfp.local (the same components a cluster runs)."""
+    from pipelines.runner import run_inference_pipeline, run_training_pipeline
+
+    settings = Settings()
+    if name is PipelineName.training:
+        _run(
+            as_json,
+            "training pipeline",
+            lambda progress: run_training_pipeline(settings, source, batch, min_dice=min_dice),
+            None,
+        )
+    else:
+        _run(
+            as_json,
+            "inference pipeline",
+            lambda progress: run_inference_pipeline(settings, source, batch, model),
+            None,
+        )
+
+
+@pipeline_app.command("compile")
+def pipeline_compile(
+    out: Annotated[Path, typer.Option(help="Folder for the compiled YAML.")] = Path("pipelines/compiled"),
+    as_json: JsonOption = False,
+) -> None:
+    """Compile both pipelines to KFP YAML for a Kubeflow cluster."""
+    from pipelines.compile import compile_pipelines
+
+    _run(as_json, "compiled pipelines", lambda progress: compile_pipelines(out), None)
+
+
+@pipeline_app.command("submit")
+def pipeline_submit(
+    name: Annotated[PipelineName, typer.Argument(help="training or inference.")],
+    host: Annotated[
+        str, typer.Option(help="Kubeflow Pipelines API, e.g. http://ml-pipeline.kubeflow.svc:8888.")
+    ],
+    source: Annotated[str, typer.Option(help="s3:// prefix of the batch.")],
+    batch: Annotated[str, typer.Option(help="Batch name.")],
+    model: Annotated[str, typer.Option(help="Model alias for inference.")] = "champion",
+    min_dice: Annotated[float, typer.Option(help="Quality floor for promotion.")] = 0.0,
+    cron: Annotated[str | None, typer.Option(help="Create a recurring run instead (6-field cron).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Submit (or, with --cron, schedule) a pipeline on a Kubeflow cluster; settings come from the cluster."""
+    from pipelines.remote import pipeline_arguments, schedule_pipeline, submit_pipeline
+
+    arguments = pipeline_arguments(name.value, source, batch, model, min_dice)
+    if cron:
+        _run(
+            as_json, "scheduled", lambda progress: schedule_pipeline(host, name.value, cron, arguments), None
+        )
+    else:
+        _run(as_json, "submitted", lambda progress: submit_pipeline(host, name.value, arguments), None)
+
+
+@app.command()
+def demo(
+    profile: Annotated[
+        str, typer.Option(help="Data set size: 'small' (default) or 'tiny' (tests).")
+    ] = "small",
+    as_json: JsonOption = False,
+) -> None:
+    """Synthesise data, run the training pipeline then the inference pipeline, and summarise."""
+    from orthoseg.demo import render_demo_table, run_demo
+
+    settings = Settings()
+    with _running(as_json):
+        result = run_demo(settings, profile)
+    if as_json:
+        print_json(result.model_dump(mode="json"))
+    else:
+        Console().print(render_demo_table(result))
+
+
+def main() -> None:
+    """Console-script entry point: expected failures print one line a person can act on (exit 2)."""
+    import sys
+
+    from orthoseg.console import err_console
+    from orthoseg.storage import StoreError
+
+    try:
+        app()
+    except (StoreError, ValueError, KeyError, FileNotFoundError, PermissionError) as error:
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            raise
+        err_console.print(f"[bold red]error:[/] {error}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

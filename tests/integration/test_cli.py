@@ -1,0 +1,84 @@
+"""The CLI as a person runs it: subcommands exist, --json prints exactly one JSON object on stdout."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+COMMANDS = ("synth", "validate", "train", "evaluate", "register", "promote", "infer", "pipeline", "demo")
+
+
+def _orthoseg(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "orthoseg.cli", *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_help_lists_every_stage(tmp_path: Path) -> None:
+    result = _orthoseg("--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for command in COMMANDS:
+        assert command in result.stdout
+
+
+def test_synth_json_is_one_object_on_stdout(tmp_path: Path) -> None:
+    result = _orthoseg(
+        "synth",
+        "--out",
+        str(tmp_path / "store"),
+        "--count",
+        "2",
+        "--image-px",
+        "256",
+        "--workers",
+        "1",
+        "--json",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)  # fails on any stray output
+    assert payload["images"] == 2
+    assert len(list((tmp_path / "store" / "incoming" / "synth" / "images").iterdir())) == 2
+
+
+def test_pipeline_compile_writes_kfp_yaml(tmp_path: Path) -> None:
+    result = _orthoseg("pipeline", "compile", "--out", str(tmp_path / "compiled"), "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    written = json.loads(result.stdout)
+    training = yaml.safe_load(Path(written["training"]).read_text())
+    executors = training["deploymentSpec"]["executors"]
+    assert {
+        "exec-validate-op",
+        "exec-train-op",
+        "exec-evaluate-op",
+        "exec-register-op",
+        "exec-promote-op",
+    } <= set(executors)
+    for executor in executors.values():
+        assert executor["container"]["image"].startswith("ghcr.io/orthoseg/orthoseg")
+        assert "pip install" not in " ".join(executor["container"].get("command", []))
+    assert "condition" in json.dumps(training["root"]["dag"])  # promotion sits under dsl.If
+
+
+def test_a_missing_source_fails_with_a_message_not_a_traceback(tmp_path: Path) -> None:
+    result = _orthoseg(
+        "validate",
+        str(tmp_path / "nowhere"),
+        "--batch",
+        "b",
+        "--json",
+        cwd=tmp_path,
+        env={"ORTHOSEG_STORE": str(tmp_path / "store"), "ORTHOSEG_MLFLOW_URI": f"sqlite:///{tmp_path}/m.db"},
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr

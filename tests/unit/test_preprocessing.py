@@ -1,0 +1,52 @@
+"""The one preprocessing and its inverse: geometry is exact, intensities are normalised."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from orthoseg.preprocessing import masks_to_canvas, plan_canvas, preprocess_radiograph, restore_to_native
+from orthoseg.settings import PreprocessConfig
+
+
+def test_fixed_mm_per_pixel_when_the_film_fits() -> None:
+    transform = plan_canvas((1000, 800), (0.2, 0.2), PreprocessConfig(spacing_mm=1.0, canvas_px=256))
+    assert transform.canvas_spacing_mm == pytest.approx(1.0)
+    assert transform.resized_shape == (200, 160)
+    assert transform.offset_px == (28, 48)
+
+
+def test_large_films_are_scaled_to_fit_and_keep_aspect() -> None:
+    transform = plan_canvas((2000, 1000), (0.2, 0.2), PreprocessConfig(spacing_mm=1.0, canvas_px=256))
+    assert transform.canvas_spacing_mm == pytest.approx(400 / 256)
+    assert transform.resized_shape == (256, 128)
+
+
+def test_intensities_land_in_unit_range_and_padding_is_zero() -> None:
+    rng = np.random.default_rng(0)
+    pixels = rng.normal(2000, 300, size=(500, 300)).astype(np.float32)
+    canvas, transform = preprocess_radiograph(pixels, (0.3, 0.3), PreprocessConfig(spacing_mm=1.0, canvas_px=256))
+    assert canvas.shape == (256, 256) and canvas.dtype == np.float32
+    assert 0.0 <= canvas.min() and canvas.max() <= 1.0
+    r0, c0 = transform.offset_px
+    assert canvas[:r0].max() == 0.0 and canvas[:, :c0].max() == 0.0
+
+
+def test_restore_inverts_the_canvas_mapping() -> None:
+    masks = np.zeros((7, 1200, 900), dtype=bool)
+    masks[0, 100:600, 200:700] = True
+    masks[5, 700:1100, 100:400] = True
+    config = PreprocessConfig(spacing_mm=0.5, canvas_px=512)
+    _, transform = preprocess_radiograph(np.zeros((1200, 900), np.float32), (0.15, 0.15), config)
+    restored = restore_to_native(masks_to_canvas(masks, transform).astype(np.float32), transform) >= 0.5
+    assert restored.shape == masks.shape
+    for channel in (0, 5):
+        intersection = np.logical_and(restored[channel], masks[channel]).sum()
+        dice = 2 * intersection / (restored[channel].sum() + masks[channel].sum())
+        assert dice > 0.99
+    assert not restored[1].any()
+
+
+def test_constant_image_does_not_divide_by_zero() -> None:
+    canvas, _ = preprocess_radiograph(np.full((100, 100), 7.0), (1.0, 1.0), PreprocessConfig())
+    assert np.isfinite(canvas).all() and canvas.max() == 0.0
