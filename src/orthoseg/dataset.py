@@ -1,0 +1,214 @@
+"""Dataset versions as canvas arrays: read the manifest, decode DICOM + SEG once, cache on local disk.
+
+Training and evaluation read a split of a dataset version written by validation
+(``datasets/<version>/manifest.parquet``). Decoding DICOM and SEG costs far more than an epoch on small
+canvases, so the preprocessed arrays are cached under ``<work_dir>/cache/canvas/<version>/<preprocess
+hash>/<split>.npz``. A dataset version never changes once written, so the cache stays valid; it is
+rebuilt when its image list no longer matches the manifest.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from orthoseg.labels import NUM_STRUCTURES
+from orthoseg.settings import PreprocessConfig
+from orthoseg.storage import ObjectStore, join_key, store_from_settings
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from orthoseg.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+LATEST_KEY = "datasets/LATEST"
+
+
+class DatasetError(ValueError):
+    """A dataset version that cannot be used for training or evaluation; the message says why."""
+
+
+@dataclass(frozen=True)
+class CanvasDataset:
+    """One split of a dataset version on the network's canvas.
+
+    Attributes:
+        image: (N, 1, S, S) float32 canvases in [0, 1].
+        masks: (N, C, S, S) uint8 masks (0/1) in label-contract channel order; channels overlap.
+        uids: SOPInstanceUIDs, one per row.
+    """
+
+    image: np.ndarray
+    masks: np.ndarray
+    uids: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.uids)
+
+    @property
+    def structures_present(self) -> np.ndarray:
+        """(C,) bool: which structures appear in at least one ground-truth mask of the split."""
+        if len(self) == 0:
+            return np.zeros(self.masks.shape[1] if self.masks.ndim == 4 else NUM_STRUCTURES, dtype=bool)
+        return np.asarray(self.masks.reshape(self.masks.shape[0], self.masks.shape[1], -1).any(axis=(0, 2)))
+
+
+def resolve_dataset_version(settings: Settings, dataset_version: str | None) -> str:
+    """``dataset_version`` itself, or the newest version (``datasets/LATEST``) when it is None.
+
+    Raises:
+        DatasetError: when no version is given and the store has no ``datasets/LATEST``.
+    """
+    if dataset_version:
+        return dataset_version
+    store = store_from_settings(settings)
+    if not store.exists(LATEST_KEY):
+        raise DatasetError(
+            f"no dataset version given and no {LATEST_KEY} in {store.uri}; validate a batch first"
+        )
+    return store.get_bytes(LATEST_KEY).decode().strip()
+
+
+def read_manifest(store: ObjectStore, dataset_version: str) -> pd.DataFrame:
+    """The manifest of a dataset version (columns as in docs/contracts.md).
+
+    Raises:
+        DatasetError: when the version has no manifest.
+    """
+    import pandas as pd
+
+    key = join_key("datasets", dataset_version, "manifest.parquet")
+    if not store.exists(key):
+        raise DatasetError(f"dataset version {dataset_version!r} has no {key} in {store.uri}")
+    return pd.read_parquet(io.BytesIO(store.get_bytes(key)))
+
+
+def _cache_path(settings: Settings, dataset_version: str, preprocess: PreprocessConfig, split: str) -> Path:
+    from orthoseg.model_package import config_hash
+
+    safe_version = "".join(c if c.isalnum() or c in "-_." else "_" for c in dataset_version)
+    return (
+        Path(settings.work_dir).expanduser().resolve()
+        / "cache"
+        / "canvas"
+        / safe_version
+        / config_hash(preprocess)
+        / f"{split}.npz"
+    )
+
+
+def _read_cache(path: Path, uids: tuple[str, ...]) -> CanvasDataset | None:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            cached_uids = tuple(str(u) for u in data["uids"])
+            if cached_uids != uids:
+                logger.info("Canvas cache %s is stale (image list changed); rebuilding", path)
+                return None
+            return CanvasDataset(image=data["image"], masks=data["masks"], uids=cached_uids)
+    except (OSError, ValueError, KeyError) as error:
+        logger.warning("Unreadable canvas cache %s (%s); rebuilding", path, error)
+        return None
+
+
+def _write_cache(path: Path, dataset: CanvasDataset) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, image=dataset.image, masks=dataset.masks, uids=np.asarray(dataset.uids, dtype=str))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def decode_example(
+    store: ObjectStore, image_key: str, label_key: str, preprocess: PreprocessConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """One radiograph and its SEG on the canvas: ((S, S) float32 image, (C, S, S) bool masks).
+
+    Raises:
+        DatasetError: when the SEG does not reference the radiograph or its size differs.
+    """
+    from orthoseg.preprocessing import masks_to_canvas, preprocess_radiograph
+    from orthoseg.radiograph import read_radiograph
+    from orthoseg.seg_io import read_seg_masks
+
+    radiograph = read_radiograph(store.get_bytes(image_key))
+    masks, referenced_uid = read_seg_masks(store.get_bytes(label_key))
+    if referenced_uid != radiograph.sop_instance_uid:
+        raise DatasetError(f"{label_key} references {referenced_uid}, not the image {image_key}")
+    if masks.shape[1:] != radiograph.pixels.shape:
+        raise DatasetError(f"{label_key} is {masks.shape[1:]} but {image_key} is {radiograph.pixels.shape}")
+    canvas, transform = preprocess_radiograph(radiograph.pixels, radiograph.pixel_spacing_mm, preprocess)
+    return canvas, masks_to_canvas(masks, transform)
+
+
+def load_split(
+    settings: Settings,
+    dataset_version: str | None,
+    split: str,
+    preprocess: PreprocessConfig | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> CanvasDataset:
+    """A split of a dataset version as canvas arrays, from the local cache when possible.
+
+    Args:
+        settings: store, work_dir (cache) and the default preprocessing.
+        dataset_version: version written by validation; None means the newest (``datasets/LATEST``).
+        split: ``train``, ``val`` or ``test``.
+        preprocess: canvas settings; default ``settings.preprocess``. Evaluation passes the model's own.
+        progress: called as ``(done, total)`` while images are decoded.
+
+    Returns:
+        The split, rows sorted by SOPInstanceUID (possibly empty).
+
+    Raises:
+        DatasetError: for an unknown split, a missing manifest, or rows without labels.
+    """
+    if split not in SPLITS:
+        raise DatasetError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    preprocess = preprocess or settings.preprocess
+    version = resolve_dataset_version(settings, dataset_version)
+    store = store_from_settings(settings)
+    manifest = read_manifest(store, version)
+    rows = manifest[manifest["split"] == split].sort_values("sop_instance_uid")
+    unlabelled = rows["label_key"].isna()
+    if unlabelled.any():
+        raise DatasetError(
+            f"dataset {version!r} split {split!r} has {int(unlabelled.sum())} rows without labels; "
+            "training and evaluation need a labelled (purpose=training) dataset"
+        )
+    uids = tuple(str(u) for u in rows["sop_instance_uid"])
+    path = _cache_path(settings, version, preprocess, split)
+    cached = _read_cache(path, uids)
+    if cached is not None:
+        logger.debug("Canvas cache hit %s (%d images)", path, len(cached))
+        return cached
+
+    side = preprocess.canvas_px
+    images = np.zeros((len(uids), 1, side, side), dtype=np.float32)
+    masks = np.zeros((len(uids), NUM_STRUCTURES, side, side), dtype=np.uint8)
+    logger.info("Decoding %d %s images of dataset %s onto a %d px canvas", len(uids), split, version, side)
+    for index, (image_key, label_key) in enumerate(zip(rows["image_key"], rows["label_key"], strict=True)):
+        canvas, canvas_masks = decode_example(store, str(image_key), str(label_key), preprocess)
+        images[index, 0] = canvas
+        masks[index] = canvas_masks
+        if progress is not None:
+            progress(index + 1, len(uids))
+    dataset = CanvasDataset(image=images, masks=masks, uids=uids)
+    _write_cache(path, dataset)
+    return dataset
