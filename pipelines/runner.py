@@ -21,8 +21,12 @@ def _init_local(settings: Settings) -> None:
 
 
 def settings_payload(settings: Settings) -> dict[str, Any]:
-    """The settings as the pipelines' ``settings_overrides`` parameter (paths made absolute)."""
-    payload = settings.model_dump(mode="json")
+    """The settings as the pipelines' ``settings_overrides`` parameter (paths made absolute).
+
+    Secrets are left out: pipeline parameters are stored in plain text, so steps read secrets from
+    their environment (inherited locally, a Kubernetes Secret on a cluster).
+    """
+    payload = settings.model_dump(mode="json", exclude={"pseudonym_salt"})
     for key in ("store", "work_dir"):
         value = str(payload[key])
         if "://" not in value:

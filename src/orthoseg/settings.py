@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -17,8 +17,8 @@ class PreprocessConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    spacing_mm: float = Field(1.0, gt=0.01, le=10.0)
-    canvas_px: int = Field(256, ge=32, le=4096)
+    spacing_mm: float = Field(default=1.0, gt=0.01, le=10.0)
+    canvas_px: int = Field(default=256, ge=32, le=4096)
     clip_percentiles: tuple[float, float] = (0.5, 99.5)
 
 
@@ -27,16 +27,16 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    epochs: int = Field(12, ge=1)
-    batch_size: int = Field(4, ge=1)
-    learning_rate: float = Field(2e-3, gt=0)
-    weight_decay: float = Field(1e-5, ge=0)
+    epochs: int = Field(default=12, ge=1)
+    batch_size: int = Field(default=4, ge=1)
+    learning_rate: float = Field(default=2e-3, gt=0)
+    weight_decay: float = Field(default=1e-5, ge=0)
     network_channels: tuple[int, ...] = (16, 32, 64, 128)
-    num_workers: int = Field(2, ge=1)
+    num_workers: int = Field(default=2, ge=1)
     use_gpu: bool = False
     mixed_precision: bool = True
     seed: int = 0
-    checkpoint_every_epochs: int = Field(1, ge=1)
+    checkpoint_every_epochs: int = Field(default=1, ge=1)
 
 
 class Settings(BaseSettings):
@@ -51,6 +51,10 @@ class Settings(BaseSettings):
         experiment_name: MLflow experiment for training runs.
         work_dir: local scratch folder (Ray Train storage, caches).
         validation_workers: parallel processes for validation.
+        validation_max_file_bytes: files larger than this are refused unread.
+        validation_worker_memory_limit_bytes: address-space cap of each validation reader process.
+        pseudonym_salt: secret salt of patient pseudonyms; keep it for the life of a dataset lineage,
+            since the train/val/test split derives from the pseudonym.
         preprocess: canvas and intensity settings shared by training and inference.
         train: training hyper-parameters.
     """
@@ -64,7 +68,10 @@ class Settings(BaseSettings):
     model_name: str = "orthoseg-knee"
     experiment_name: str = "orthoseg"
     work_dir: str = "./.orthoseg/work"
-    validation_workers: int = Field(2, ge=1)
+    validation_workers: int = Field(default=2, ge=1)
+    validation_max_file_bytes: int = Field(default=512 * 1024**2, ge=1024)
+    validation_worker_memory_limit_bytes: int | None = 4 * 1024**3
+    pseudonym_salt: SecretStr | None = None
     preprocess: PreprocessConfig = PreprocessConfig()
     train: TrainConfig = TrainConfig()
 

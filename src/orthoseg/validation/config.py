@@ -1,0 +1,115 @@
+"""The validation knobs: limits that keep hostile input bounded and the values a knee radiograph must have."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from orthoseg.radiograph import MAX_PIXELS
+
+if TYPE_CHECKING:
+    from orthoseg.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+SALT_ENV = "ORTHOSEG_PSEUDONYM_SALT"
+# Used only when no salt is configured; pseudonyms made with it are reproducible by anyone with the code.
+DEFAULT_SALT = "orthoseg-unsalted"
+
+CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
+DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
+
+
+class ValidationConfig(BaseModel):
+    """How a batch is validated; built from ``Settings`` by ``from_settings`` (explicit overrides win).
+
+    Attributes:
+        workers: reader processes (``Settings.validation_workers``).
+        max_file_bytes: files larger than this are refused from their listed size, before any byte is read.
+        max_truth_bytes: ground-truth JSON files larger than this are refused unread.
+        max_pixels: declared Rows x Columns x frames x samples above this is refused before decoding.
+        min_side_px: smallest Rows / Columns accepted (tiny images are thumbnails or test objects).
+        header_prefix_bytes: bytes read first in header-only mode (more is read when the header is longer).
+        worker_memory_limit_bytes: address-space limit of each reader process (an allocation past it fails
+            as a ``MemoryError`` in that file's row instead of exhausting the machine); ``None`` for no limit.
+        pseudonym_salt: secret salt of the patient pseudonym (``ORTHOSEG_PSEUDONYM_SALT``); it must stay the
+            same for the life of a dataset lineage, since the train/val/test split derives from it.
+        split_fractions: (train, val, test) shares of patients.
+        modalities: accepted Modality values.
+        sop_classes: accepted SOP Class UIDs (CR Image, DX Image For Presentation).
+        knee_body_parts: BodyPartExamined values that mean a knee (training refuses others).
+        view_positions: ViewPosition values considered known (others are a warning).
+        lateralities: ImageLaterality / Laterality values considered known (others are a warning).
+        pixel_spacing_range_mm: plausible pixel spacing in millimetres: detector pitches (0.05-0.2 mm) up to
+            downsampled exports; outside it the value is garbage (wrong unit, swapped fields).
+        min_range_fraction: smallest (1st..99th percentile) stored-value range, as a fraction of full scale,
+            below which an image is blank.
+        max_saturated_fraction: largest share of pixels pinned at either end of the stored range.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    workers: int = Field(2, ge=1, le=256)
+    max_file_bytes: int = Field(512 * 1024**2, ge=1024)
+    max_truth_bytes: int = Field(1024**2, ge=64)
+    max_pixels: int = Field(MAX_PIXELS, ge=1)
+    min_side_px: int = Field(128, ge=1)
+    header_prefix_bytes: int = Field(64 * 1024, ge=1024)
+    worker_memory_limit_bytes: int | None = Field(4 * 1024**3, ge=512 * 1024**2)
+    pseudonym_salt: SecretStr | None = None
+    split_fractions: tuple[float, float, float] = (0.70, 0.15, 0.15)
+    modalities: tuple[str, ...] = ("DX", "CR")
+    sop_classes: tuple[str, ...] = (CR_IMAGE_STORAGE, DX_FOR_PRESENTATION)
+    knee_body_parts: tuple[str, ...] = ("KNEE",)
+    view_positions: tuple[str, ...] = ("AP", "PA", "LL", "RL", "LATERAL")
+    lateralities: tuple[str, ...] = ("L", "R", "B")
+    pixel_spacing_range_mm: tuple[float, float] = (0.02, 5.0)
+    min_range_fraction: float = Field(0.02, ge=0.0, le=1.0)
+    max_saturated_fraction: float = Field(0.6, gt=0.0, le=1.0)
+
+    @field_validator("split_fractions")
+    @classmethod
+    def _fractions_sum_to_one(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(f < 0 for f in value) or abs(sum(value) - 1.0) > 1e-6:
+            raise ValueError(f"split_fractions must be non-negative and sum to 1, got {value}")
+        return value
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: object) -> ValidationConfig:
+        """Take every knob ``Settings`` has (``validation_*`` fields, ``pseudonym_salt``), defaults otherwise.
+
+        The salt comes from ``Settings.pseudonym_salt`` when that field exists, else from the environment
+        variable ``ORTHOSEG_PSEUDONYM_SALT``.
+        """
+        values: dict[str, object] = {"workers": settings.validation_workers}
+        for name in cls.model_fields:
+            setting = getattr(settings, f"validation_{name}", None)
+            if setting is not None:
+                values[name] = setting
+        secret = getattr(settings, "pseudonym_salt", None)
+        salt = (secret.get_secret_value() if secret is not None else None) or os.environ.get(SALT_ENV)
+        if salt:
+            values["pseudonym_salt"] = salt
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
+
+    def effective_salt(self) -> str:
+        """The salt in use; logs a warning when the unsalted default is used."""
+        if self.pseudonym_salt is not None and self.pseudonym_salt.get_secret_value():
+            return self.pseudonym_salt.get_secret_value()
+        logger.warning(
+            "no pseudonym salt configured: set %s (a long random secret, fixed for the life of the dataset) "
+            "so patient pseudonyms cannot be recomputed from patient IDs",
+            SALT_ENV,
+        )
+        return DEFAULT_SALT
+
+    def salt_fingerprint(self) -> str:
+        """A short hash of the salt, stored with each dataset so a changed salt is caught (never the salt)."""
+        salt = self.pseudonym_salt.get_secret_value() if self.pseudonym_salt is not None else ""
+        salt = salt or DEFAULT_SALT
+        return hashlib.sha256(f"orthoseg-salt-fingerprint:{salt}".encode()).hexdigest()[:12]
