@@ -55,7 +55,7 @@ def test_pipeline_compile_writes_kfp_yaml(tmp_path: Path) -> None:
     result = _orthoseg("pipeline", "compile", "--out", str(tmp_path / "compiled"), "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     written = json.loads(result.stdout)
-    training = yaml.safe_load(Path(written["training"]).read_text())
+    training, platform = yaml.safe_load_all(Path(written["training"]).read_text())
     executors = training["deploymentSpec"]["executors"]
     assert {
         "exec-validate-op",
@@ -68,6 +68,9 @@ def test_pipeline_compile_writes_kfp_yaml(tmp_path: Path) -> None:
         assert executor["container"]["image"].startswith("ghcr.io/orthoseg/orthoseg")
         assert "pip install" not in " ".join(executor["container"].get("command", []))
     assert "condition" in json.dumps(training["root"]["dag"])  # promotion sits under dsl.If
+    # On a cluster, steps take ORTHOSEG_* from a ConfigMap and S3 credentials from a Secret.
+    kubernetes = json.dumps(platform["platforms"]["kubernetes"])
+    assert "orthoseg-config" in kubernetes and "orthoseg-s3" in kubernetes
 
 
 def test_a_missing_source_fails_with_a_message_not_a_traceback(tmp_path: Path) -> None:
