@@ -94,6 +94,9 @@ def build_seg(
     algorithm: str = "orthoseg",
     series_description: str = "orthoseg segmentation",
     series_number: int = 900,
+    series_instance_uid: str | None = None,
+    sop_instance_uid: str | None = None,
+    content_datetime: str | None = None,
 ) -> object:
     """Build a DICOM SEG (BINARY) for one radiograph.
 
@@ -104,6 +107,11 @@ def build_seg(
         algorithm: algorithm name for automatic segments, e.g. ``orthoseg-knee v3``.
         series_description: SeriesDescription of the SEG.
         series_number: SeriesNumber of the SEG.
+        series_instance_uid: SeriesInstanceUID of the SEG; a new random UID when None.
+        sop_instance_uid: SOPInstanceUID of the SEG; a new random UID when None.
+        content_datetime: 'YYYYMMDDHHMMSS' written to every creation/content date and time instead of
+            the clock; together with the two UIDs (and a DimensionOrganizationUID derived from the
+            SOPInstanceUID) this makes the SEG byte-identical across runs, as the simulator needs.
 
     Returns:
         A ``highdicom.seg.Segmentation`` (a pydicom Dataset).
@@ -132,9 +140,9 @@ def build_seg(
         pixel_array=pixel_array,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
-        series_instance_uid=generate_uid(),
+        series_instance_uid=series_instance_uid or generate_uid(),
         series_number=series_number,
-        sop_instance_uid=generate_uid(),
+        sop_instance_uid=sop_instance_uid or generate_uid(),
         instance_number=1,
         manufacturer="orthoseg",
         manufacturer_model_name=algorithm if automatic else "orthoseg ground truth",
@@ -144,7 +152,33 @@ def build_seg(
         transfer_syntax_uid=ExplicitVRLittleEndian,
         omit_empty_frames=False,
     )
+    if content_datetime is not None:
+        _fix_clock_and_random_values(seg, content_datetime)
     return seg
+
+
+def _fix_clock_and_random_values(seg: object, content_datetime: str) -> None:
+    """Replace what highdicom takes from the clock or draws at random with values fixed by the caller."""
+    import uuid
+
+    date, time = content_datetime[:8], content_datetime[8:14] or "000000"
+    seg.InstanceCreationDate = date  # type: ignore[attr-defined]
+    seg.InstanceCreationTime = time  # type: ignore[attr-defined]
+    seg.ContentDate = date  # type: ignore[attr-defined]
+    seg.ContentTime = time  # type: ignore[attr-defined]
+    if "SeriesDate" in seg:  # type: ignore[operator]
+        seg.SeriesDate = date  # type: ignore[attr-defined]
+        seg.SeriesTime = time  # type: ignore[attr-defined]
+    for item in getattr(seg, "ContributingEquipmentSequence", []):
+        if "ContributionDateTime" in item:
+            item.ContributionDateTime = date + time
+    sop_uid = str(seg.SOPInstanceUID)  # type: ignore[attr-defined]
+    # Name-based UUID (pydicom's generate_uid ignores entropy sources when prefix is None).
+    dimension_uid = f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, sop_uid + '|dimension-organization').int}"
+    for sequence in ("DimensionOrganizationSequence", "DimensionIndexSequence"):
+        for item in getattr(seg, sequence, []):
+            if "DimensionOrganizationUID" in item:
+                item.DimensionOrganizationUID = dimension_uid
 
 
 def seg_to_bytes(seg: object) -> bytes:
