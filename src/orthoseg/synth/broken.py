@@ -161,8 +161,16 @@ def broken_keys(kind: str, number: int, config: SynthConfig) -> list[str]:
     return [f"images/broken_{number:02d}_{kind}.dcm"]
 
 
+def broken_verdicts_key(batch: str) -> str:
+    """Store key of the expected verdicts of a batch's deliberately broken files."""
+    return join_key("reports", "synth", batch, "broken.json")
+
+
 def write_broken_files(store: ObjectStore, config: SynthConfig) -> int:
     """Add ``config.broken_count`` broken files to the batch and their verdicts to ``broken.json``.
+
+    The verdicts go to ``reports/synth/<batch>/broken.json``, outside the batch folder, so that every
+    file under ``incoming/<batch>/`` is something a clinic export could contain.
 
     Returns:
         The number of broken examples written.
@@ -179,6 +187,6 @@ def write_broken_files(store: ObjectStore, config: SynthConfig) -> int:
             for key, data in files.items():
                 store.put_bytes(join_key(prefix, key), data)
         verdicts[keys[0]] = {"kind": kind, "problem": EXPECTED[kind]}
-    store.put_bytes(join_key(prefix, "broken.json"), json.dumps(verdicts, indent=1, sort_keys=True).encode())
+    store.put_bytes(broken_verdicts_key(config.batch), json.dumps(verdicts, indent=1, sort_keys=True).encode())
     logger.info("added %d deliberately broken files to %s", len(verdicts), prefix)
     return len(verdicts)

@@ -71,7 +71,7 @@ def test_broken_files_are_broken_as_declared(tmp_path: Path) -> None:
     config = SynthConfig(count=2, seed=8, batch="bad", image_px=PX, broken_count=len(BROKEN_KINDS))
     summary = generate_dataset(store, config)
     assert summary.broken == len(BROKEN_KINDS)
-    verdicts = json.loads(store.get_bytes("incoming/bad/broken.json"))
+    verdicts = json.loads(store.get_bytes("reports/synth/bad/broken.json"))
     assert sorted(v["kind"] for v in verdicts.values()) == sorted(BROKEN_KINDS)
     for key, verdict in verdicts.items():
         data = store.get_bytes(f"incoming/bad/{key}")
