@@ -1,7 +1,8 @@
 """One KFP component per pipeline step. Each parses its inputs, builds Settings, makes one library call.
 
-Results travel between steps as the JSON form of the library's result models (``dict``), and a step
-that needs a value reads it from there, so the pipeline graph never re-implements library logic.
+Results travel between steps as the JSON form of the library's result models (``dict``, without the
+fields that are None: KFP parameters cannot hold null), and a step that needs a value reads it from
+there, so the pipeline graph never re-implements library logic.
 ``settings_overrides`` is the ``Settings`` object as JSON: the same configuration the CLI reads from
 ``ORTHOSEG_*`` variables, validated the same way (unknown keys are an error).
 """
@@ -16,33 +17,36 @@ from components import IMAGE
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def validate_op(source: str, batch: str, purpose: str, settings_overrides: dict) -> dict:
     """Validate a batch of DICOM files with Great Expectations; accept or quarantine each file."""
+    from orthoseg.settings import Settings
     from orthoseg.validation import validate_batch
 
-    from orthoseg.settings import Settings
-
-    return validate_batch(Settings(**settings_overrides), source, batch, purpose).model_dump(mode="json")
+    return validate_batch(Settings(**settings_overrides), source, batch, purpose).model_dump(
+        mode="json", exclude_none=True
+    )
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def train_op(validation: dict, settings_overrides: dict) -> dict:
     """Train the segmentation network with Ray Train on the validated dataset version; log to MLflow."""
+    from orthoseg.settings import Settings
     from orthoseg.training import run_training
 
-    from orthoseg.settings import Settings
-
     settings = Settings(**settings_overrides)
-    return run_training(settings, validation.get("dataset_version")).model_dump(mode="json")
+    return run_training(settings, validation.get("dataset_version")).model_dump(
+        mode="json", exclude_none=True
+    )
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def evaluate_op(training: dict, settings_overrides: dict) -> dict:
     """Evaluate the trained run on the fixed test split: Dice per structure, logged to the run."""
     from orthoseg.evaluation import evaluate_run
-
     from orthoseg.settings import Settings
 
     settings = Settings(**settings_overrides)
-    return evaluate_run(settings, training["run_id"], training["dataset_version"]).model_dump(mode="json")
+    return evaluate_run(settings, training["run_id"], training["dataset_version"]).model_dump(
+        mode="json", exclude_none=True
+    )
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -57,21 +61,23 @@ def quality_gate_op(evaluation: dict, min_dice: float) -> bool:
 def register_op(training: dict, evaluation: dict, settings_overrides: dict) -> dict:
     """Register the run's model in the MLflow registry, tagged with dataset version, code version and Dice."""
     from orthoseg.registry import register_model
-
     from orthoseg.settings import Settings
 
     settings = Settings(**settings_overrides)
-    return register_model(settings, evaluation["run_id"], training["dataset_version"]).model_dump(mode="json")
+    return register_model(settings, evaluation["run_id"], training["dataset_version"]).model_dump(
+        mode="json", exclude_none=True
+    )
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def promote_op(registered: dict, settings_overrides: dict) -> dict:
     """Gate the new version against @champion: promote it to champion, or mark it challenger."""
     from orthoseg.registry import promote_model
-
     from orthoseg.settings import Settings
 
-    return promote_model(Settings(**settings_overrides), str(registered["version"])).model_dump(mode="json")
+    return promote_model(Settings(**settings_overrides), str(registered["version"])).model_dump(
+        mode="json", exclude_none=True
+    )
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -79,8 +85,9 @@ def infer_op(validation: dict, model_ref: str, settings_overrides: dict) -> dict
     """Batch inference with Ray Data on the accepted files of a validated batch: DICOM SEG, overlays,
     measurements and a report under predictions/<model-version>/<run-id>/."""
     from orthoseg.inference import run_inference, validated_batch_source
-
     from orthoseg.settings import Settings
 
     settings = Settings(**settings_overrides)
-    return run_inference(settings, validated_batch_source(validation), model_ref).model_dump(mode="json")
+    return run_inference(settings, validated_batch_source(validation), model_ref).model_dump(
+        mode="json", exclude_none=True
+    )

@@ -26,7 +26,7 @@ def settings_payload(settings: Settings) -> dict[str, Any]:
     Secrets are left out: pipeline parameters are stored in plain text, so steps read secrets from
     their environment (inherited locally, a Kubernetes Secret on a cluster).
     """
-    payload = settings.model_dump(mode="json", exclude={"pseudonym_salt"})
+    payload = settings.model_dump(mode="json", exclude={"pseudonym_salt"}, exclude_none=True)
     for key in ("store", "work_dir"):
         value = str(payload[key])
         if "://" not in value:
@@ -43,10 +43,10 @@ def run_training_pipeline(
     """Run validate → train → evaluate → register → promote locally; returns what the run produced."""
     _init_local(settings)
     source_uri = source if "://" in source else str(Path(source).resolve())
-    training_pipeline(
+    run = training_pipeline(
         source=source_uri, batch=batch, settings_overrides=settings_payload(settings), min_dice=min_dice
     )
-    return {"pipeline": "training", "source": source_uri, "batch": batch, "status": "SUCCEEDED"}
+    return {"pipeline": "training", "source": source_uri, "batch": batch, **dict(run.outputs)}
 
 
 def run_inference_pipeline(
@@ -55,7 +55,7 @@ def run_inference_pipeline(
     """Run validate (inference) → infer locally."""
     _init_local(settings)
     source_uri = source if "://" in source else str(Path(source).resolve())
-    inference_pipeline(
+    run = inference_pipeline(
         source=source_uri, batch=batch, settings_overrides=settings_payload(settings), model_ref=model_ref
     )
     return {
@@ -63,5 +63,5 @@ def run_inference_pipeline(
         "source": source_uri,
         "batch": batch,
         "model_ref": model_ref,
-        "status": "SUCCEEDED",
+        **dict(run.outputs),
     }

@@ -175,6 +175,7 @@ def resolve_source(settings: Settings, source: str) -> InferenceSource:
     Args:
         settings: project settings (the store, its endpoint).
         source: ``dataset:<version>`` (or ``dataset:latest``): the manifest's ``image_key`` column;
+            ``dataset:<version>@<batch>``: only the rows that batch brought in;
             ``s3://bucket/prefix`` or ``file://`` / an existing local folder: every radiograph below it;
             anything else: a key prefix inside the project store (e.g. ``incoming/<batch>``).
 
@@ -184,11 +185,17 @@ def resolve_source(settings: Settings, source: str) -> InferenceSource:
     if source.startswith("dataset:"):
         from orthoseg.dataset import read_manifest, resolve_dataset_version
 
-        requested = source[len("dataset:") :].strip()
+        requested, _, batch = source[len("dataset:") :].strip().partition("@")
         version = resolve_dataset_version(settings, None if requested in {"", "latest"} else requested)
         manifest = read_manifest(store_from_settings(settings), version)
+        if batch:
+            manifest = manifest[manifest["batch"] == batch]
         keys = tuple(sorted(str(k) for k in manifest["image_key"].dropna()))
-        return InferenceSource(settings.store, settings.s3_endpoint_url, keys, f"dataset:{version}")
+        if not keys:
+            origin = f" from batch {batch!r}" if batch else ""
+            raise InferenceError(f"dataset {version} has no image{origin}")
+        canonical = f"dataset:{version}" + (f"@{batch}" if batch else "")
+        return InferenceSource(settings.store, settings.s3_endpoint_url, keys, canonical)
     if source.startswith("s3://"):
         store = open_store(source, endpoint_url=settings.s3_endpoint_url)
         keys, sizes = _listed(store)
@@ -209,6 +216,21 @@ def resolve_source(settings: Settings, source: str) -> InferenceSource:
             f"or a prefix with files in the store {store.uri}"
         )
     return InferenceSource(store.uri, settings.s3_endpoint_url, keys, f"{store.uri}/{prefix}", sizes)
+
+
+def validated_batch_source(validation: dict[str, Any]) -> str:
+    """The inference source for the files a validation run accepted (its ``ValidationSummary`` as JSON).
+
+    Raises:
+        InferenceError: when validation accepted nothing, with the quarantine counts to look at.
+    """
+    version = validation.get("dataset_version")
+    if not version:
+        raise InferenceError(
+            f"batch {validation.get('batch')!r}: no file was accepted by validation "
+            f"({validation.get('quarantined', 0)} quarantined, see {validation.get('report_key')})"
+        )
+    return f"dataset:{version}@{validation['batch']}"
 
 
 def _listed(store: ObjectStore, prefix: str = "") -> tuple[tuple[str, ...], dict[str, int]]:

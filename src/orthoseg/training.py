@@ -353,7 +353,16 @@ def connect_ray(settings: Settings) -> None:
     if ray.is_initialized():
         return
     logger.info("Connecting to Ray (%s)", settings.ray_address or "local")
-    ray.init(address=settings.ray_address, include_dashboard=False, configure_logging=False)
+    # A local cluster runs without the dashboard (start-up time, memory); Ray Train's placement-group
+    # cleaner then cannot reach the state API and warns every few seconds from its actor, so actor
+    # output is not streamed here. Failures still surface: Ray Train raises them in this process.
+    local = settings.ray_address is None
+    ray.init(
+        address=settings.ray_address,
+        include_dashboard=False,
+        configure_logging=False,
+        log_to_driver=not local,
+    )
 
 
 def _experiment_id(client: MlflowClient, name: str) -> str:
