@@ -53,7 +53,7 @@ def test_registry_has_a_champion_with_dice_tags(demo_run: tuple[dict, Path]) -> 
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
     client = MlflowClient()
     champion = client.get_model_version_by_alias(summary["model_name"], "champion")
-    assert champion.version == summary["champion_version"] == summary["model_version"]
+    assert str(champion.version) == summary["champion_version"] == summary["model_version"]
     assert "dataset_version" in champion.tags and "test_dice_mean" in champion.tags
     assert set(summary["test_dice"]) == {
         "femur",
