@@ -26,12 +26,23 @@ def _parent_pid(pid: int) -> int:
         return -1
 
 
+def _is_fork_server(pid: int) -> bool:
+    try:
+        return b"forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
 def _kill_first_worker(me: int, killed: list[int], deadline_s: float) -> None:
-    """SIGKILL the first pool worker (a child of our fork server) as soon as one exists."""
+    """SIGKILL the first pool worker (a child of our fork server) as soon as one exists.
+
+    Only children of the multiprocessing fork server count: the test process has other children
+    (a session-wide local Ray cluster, for one) that must not be touched.
+    """
     end = time.monotonic() + deadline_s
     while time.monotonic() < end and not killed:
         pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
-        servers = {pid for pid in pids if _parent_pid(pid) == me}
+        servers = {pid for pid in pids if _parent_pid(pid) == me and _is_fork_server(pid)}
         workers = [pid for pid in pids if _parent_pid(pid) in servers]
         if workers:
             os.kill(workers[0], signal.SIGKILL)
