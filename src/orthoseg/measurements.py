@@ -4,7 +4,9 @@ What is measured now (simple, explainable rules; every length from the DICOM pix
 
 - ``<structure>_area_px`` and ``<structure>_area_mm2`` for every structure of the label contract.
 - ``implant_type``: from which components are present and their geometry (see ``classify_implant``).
-- ``fixation``: ``cemented`` when a cement mantle is segmented next to a component, else ``uncemented``.
+- ``fixation``: ``cemented`` when a cement mantle is segmented and a component is present, else
+  ``uncemented``; None without a component. No plausible knee (see the quality flag): implant type
+  ``unknown``, fixation and angles None.
 - ``femur_axis_deg`` / ``tibia_axis_deg`` and ``tibiofemoral_angle_deg``: anatomical shaft axes and the
   angle between them (see ``shaft_axis``).
 - ``quality_flag``: whether the numbers can be trusted at all (see ``QUALITY_FLAGS``).

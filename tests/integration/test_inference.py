@@ -214,7 +214,9 @@ def test_inference_on_s3_writes_the_same_keys(
     uids = _write_radiographs(store, count=3)
     model_dir = _save_model(tmp_path / "model", settings)
 
-    summary = run_inference(s3_settings, f"incoming/{BATCH}", str(model_dir), config=CONFIG)
+    # One actor here: the two-actor path is covered on the local store; this test is about S3 keys.
+    config = CONFIG.model_copy(update={"concurrency": 1})
+    summary = run_inference(s3_settings, f"incoming/{BATCH}", str(model_dir), config=config)
     _check_run(store, summary, uids)
     assert summary.images_inferred == len(uids) + 1
 
@@ -292,3 +294,27 @@ def test_inference_of_the_champion_from_the_registry(
     assert _outputs(store, summary.output_prefix) == _expected_keys(uids)
     frame = pd.read_parquet(io.BytesIO(store.get_bytes(summary.measurements_key)))
     assert set(frame["model_version"]) == {registered.version}
+
+
+def test_report_escapes_every_value() -> None:
+    from orthoseg.report import render_inference_report
+
+    hostile = "<script>alert(1)</script>"
+    frame = pd.DataFrame(
+        [
+            {
+                "sop_instance_uid": "1.2",
+                "image_key": "a.dcm",
+                "status": "ok",
+                "quality_flag": "ok",
+                "implant_type": hostile,
+                "femur_area_mm2": 1234.5,
+            },
+            {"sop_instance_uid": None, "image_key": f"{hostile}.dcm", "status": "failed", "reason": hostile},
+        ]
+    )
+    summary = {"model_name": hostile, "model_version": "3", "run_id": "r", "images_total": 2}
+    page = render_inference_report(summary, frame, {"1.2": 'overlays/1.2.png"onerror="x'})
+    assert "<script>" not in page
+    assert "&lt;script&gt;" in page and "1234.5" in page and "Failures" in page
+    assert 'onerror="x' not in page
