@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from rich.console import Console
@@ -21,7 +21,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-ProgressCallback = Callable[[int, int], None]
+from orthoseg.progress import ProgressCallback
 
 # Everything human-facing goes to stderr, so stdout carries only what a command is asked to print.
 err_console = Console(stderr=True)

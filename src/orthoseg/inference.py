@@ -26,7 +26,7 @@ import posixpath
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +35,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from orthoseg.measurements import ImageMeasurements, MeasurementConfig
+from orthoseg.progress import ProgressCallback
 from orthoseg.storage import LocalStore, ObjectStore, join_key, open_store, store_from_settings
 
 if TYPE_CHECKING:
@@ -45,7 +46,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-ProgressCallback = Callable[[int, int], None]
 
 # File names that are never radiographs (reports, ground truth, masks exported as images, sidecars).
 _NOT_IMAGE_SUFFIXES = (".json", ".png", ".jpg", ".jpeg", ".parquet", ".html", ".txt", ".md", ".csv", ".npz")

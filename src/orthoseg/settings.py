@@ -74,8 +74,3 @@ class Settings(BaseSettings):
     pseudonym_salt: SecretStr | None = None
     preprocess: PreprocessConfig = PreprocessConfig()
     train: TrainConfig = TrainConfig()
-
-
-def load_settings(**overrides: object) -> Settings:
-    """Build the settings from the environment, with explicit overrides taking precedence."""
-    return Settings(**overrides)  # type: ignore[arg-type]

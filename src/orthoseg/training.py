@@ -28,6 +28,7 @@ from pydantic import BaseModel
 from orthoseg import __version__
 from orthoseg.labels import LABEL_CONTRACT_VERSION, STRUCTURE_NAMES
 from orthoseg.model import NetworkConfig, check_canvas_fits
+from orthoseg.progress import ProgressCallback
 from orthoseg.settings import PreprocessConfig, TrainConfig
 
 if TYPE_CHECKING:
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-ProgressCallback = Callable[[int, int], None]
 
 # Run tags through which a re-run finds the MLflow run of the same Ray run.
 RAY_RUN_TAG = "orthoseg.ray_run_name"

@@ -25,7 +25,9 @@ def test_large_films_are_scaled_to_fit_and_keep_aspect() -> None:
 def test_intensities_land_in_unit_range_and_padding_is_zero() -> None:
     rng = np.random.default_rng(0)
     pixels = rng.normal(2000, 300, size=(500, 300)).astype(np.float32)
-    canvas, transform = preprocess_radiograph(pixels, (0.3, 0.3), PreprocessConfig(spacing_mm=1.0, canvas_px=256))
+    canvas, transform = preprocess_radiograph(
+        pixels, (0.3, 0.3), PreprocessConfig(spacing_mm=1.0, canvas_px=256)
+    )
     assert canvas.shape == (256, 256) and canvas.dtype == np.float32
     assert 0.0 <= canvas.min() and canvas.max() <= 1.0
     r0, c0 = transform.offset_px

@@ -29,7 +29,10 @@ def test_spacing_prefers_pixel_spacing_and_falls_back_to_imager() -> None:
     assert read_radiograph(to_bytes(ds)).pixel_spacing_mm == (0.15, 0.15)
     ds.PixelSpacing = [0.12, 0.13]
     assert read_radiograph(to_bytes(ds)).pixel_spacing_mm == (0.12, 0.13)
-    assert read_radiograph(to_bytes(make_dx(np.zeros((4, 4), np.uint16), spacing_mm=None))).pixel_spacing_mm is None
+    assert (
+        read_radiograph(to_bytes(make_dx(np.zeros((4, 4), np.uint16), spacing_mm=None))).pixel_spacing_mm
+        is None
+    )
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,9 @@ def test_round_trip_keeps_every_overlapping_mask() -> None:
 
 def test_seg_is_a_valid_highdicom_binary_seg_with_coded_segments() -> None:
     source = make_dx(np.zeros((64, 64), np.uint16))
-    data = seg_to_bytes(build_seg(source, _masks((64, 64))[:, :64, :64], automatic=True, algorithm="orthoseg-knee v1"))
+    data = seg_to_bytes(
+        build_seg(source, _masks((64, 64))[:, :64, :64], automatic=True, algorithm="orthoseg-knee v1")
+    )
     seg = hd.seg.segread(pydicom.filebase.DicomBytesIO(data))
     assert seg.SegmentationType == "BINARY"
     labels = [item.SegmentLabel for item in seg.SegmentSequence]

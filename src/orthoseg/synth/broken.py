@@ -187,6 +187,8 @@ def write_broken_files(store: ObjectStore, config: SynthConfig) -> int:
             for key, data in files.items():
                 store.put_bytes(join_key(prefix, key), data)
         verdicts[keys[0]] = {"kind": kind, "problem": EXPECTED[kind]}
-    store.put_bytes(broken_verdicts_key(config.batch), json.dumps(verdicts, indent=1, sort_keys=True).encode())
+    store.put_bytes(
+        broken_verdicts_key(config.batch), json.dumps(verdicts, indent=1, sort_keys=True).encode()
+    )
     logger.info("added %d deliberately broken files to %s", len(verdicts), prefix)
     return len(verdicts)

@@ -33,6 +33,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from orthoseg.labels import LABEL_CONTRACT_VERSION
+from orthoseg.progress import ProgressCallback
 from orthoseg.settings import Settings
 from orthoseg.storage import ObjectStore, join_key, store_from_settings
 from orthoseg.validation import dataset as ds
@@ -53,7 +54,7 @@ from orthoseg.validation.suite import SuiteOutcome, build_checks, run_suite
 logger = logging.getLogger(__name__)
 
 Purpose = Literal["training", "inference"]
-ProgressCallback = Callable[[int, int], None]
+
 BATCH_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")
 REPORTS_PREFIX = "reports/validation"
 QUARANTINE_PREFIX = "quarantine"

@@ -16,13 +16,14 @@ from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from orthoseg.progress import ProgressCallback
 from orthoseg.storage import ObjectStore, open_store
 from orthoseg.validation.inventory import InputFile
 from orthoseg.validation.reader import ReaderContext, empty_row, read_image
 
 logger = logging.getLogger(__name__)
 
-ProgressCallback = Callable[[int, int], None]
+
 CRASH_REASON = "the reader process died on this file (decoder crash or memory limit); the file was read alone"
 
 # Imported once in the fork server, so every worker starts with them loaded (highdicom reads labels).
