@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from orthoseg.compute import connect_ray
 from orthoseg.measurements import ImageMeasurements, MeasurementConfig
 from orthoseg.progress import ProgressCallback
 from orthoseg.storage import LocalStore, ObjectStore, join_key, open_store, store_from_settings
@@ -582,19 +583,6 @@ def _quiet_ray_data() -> Iterator[None]:
         context.enable_progress_bars = before
 
 
-def _connect_ray(settings: Settings) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    if settings.ray_address:
-        # Ray: the configured cluster (KubeRay head, ``ray://`` client or ``auto``).
-        ray.init(address=settings.ray_address)
-    else:
-        # Ray: a local cluster; worker output stays in Ray's log files (rows carry every failure).
-        ray.init(include_dashboard=False, log_to_driver=False)
-
-
 def _runtime_env(
     settings: Settings, source: InferenceSource, config: InferenceConfig
 ) -> dict[str, Any] | None:
@@ -671,7 +659,7 @@ def run_inference(
         progress(done, total)
     new_rows: dict[str, dict[str, Any]] = {}
     if todo:
-        _connect_ray(settings)
+        connect_ray(settings)
         files = model_files(model)
         del model
         items = [{"image_key": k} for k in todo]

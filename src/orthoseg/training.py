@@ -26,6 +26,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from orthoseg import __version__
+from orthoseg.compute import connect_ray
 from orthoseg.labels import LABEL_CONTRACT_VERSION, STRUCTURE_NAMES
 from orthoseg.model import NetworkConfig, check_canvas_fits
 from orthoseg.progress import ProgressCallback
@@ -341,28 +342,6 @@ def git_commit() -> str:
         return "unknown"
     commit = completed.stdout.strip()
     return commit if completed.returncode == 0 and commit else "unknown"
-
-
-def connect_ray(settings: Settings) -> None:
-    """Join the configured Ray cluster, or start a local one (``ray_address`` None), unless connected.
-
-    A cluster started here is left running; it ends with this process.
-    """
-    import ray
-
-    if ray.is_initialized():
-        return
-    logger.info("Connecting to Ray (%s)", settings.ray_address or "local")
-    # A local cluster runs without the dashboard (start-up time, memory); Ray Train's placement-group
-    # cleaner then cannot reach the state API and warns every few seconds from its actor, so actor
-    # output is not streamed here. Failures still surface: Ray Train raises them in this process.
-    local = settings.ray_address is None
-    ray.init(
-        address=settings.ray_address,
-        include_dashboard=False,
-        configure_logging=False,
-        log_to_driver=not local,
-    )
 
 
 def _experiment_id(client: MlflowClient, name: str) -> str:

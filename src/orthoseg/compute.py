@@ -1,0 +1,28 @@
+"""Joining the Ray cluster: the configured one, or a local one started on first use."""
+
+from __future__ import annotations
+
+import logging
+
+from orthoseg.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def connect_ray(settings: Settings) -> None:
+    """Join ``settings.ray_address`` (KubeRay head, ``ray://`` client, ``auto``), or start a local cluster.
+
+    Does nothing when this process is already connected. A local cluster runs without the dashboard
+    (start-up time, memory); Ray Train's placement-group cleaner then cannot reach the state API and
+    warns every few seconds from its actor, so actor output is not streamed here. Failures still
+    surface: Ray Train raises them in this process and inference rows carry every failure.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    logger.info("Connecting to Ray (%s)", settings.ray_address or "local")
+    if settings.ray_address:
+        ray.init(address=settings.ray_address, configure_logging=False)
+    else:
+        ray.init(include_dashboard=False, configure_logging=False, log_to_driver=False)
