@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 
 from orthoseg.settings import Settings
 
@@ -26,3 +28,17 @@ def connect_ray(settings: Settings) -> None:
         ray.init(address=settings.ray_address, configure_logging=False)
     else:
         ray.init(include_dashboard=False, configure_logging=False, log_to_driver=False)
+
+
+@contextlib.contextmanager
+def quiet_ray_data() -> Iterator[None]:
+    """Ray Data's own progress bars off while we run (the caller shows progress), restored after."""
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    before = context.enable_progress_bars
+    context.enable_progress_bars = False
+    try:
+        yield
+    finally:
+        context.enable_progress_bars = before

@@ -94,6 +94,24 @@ def read_manifest(store: ObjectStore, dataset_version: str) -> pd.DataFrame:
     return pd.read_parquet(io.BytesIO(store.get_bytes(key)))
 
 
+def labelled_split_rows(manifest: pd.DataFrame, split: str, dataset_version: str) -> pd.DataFrame:
+    """The manifest rows of one split, sorted by SOPInstanceUID, all of them labelled.
+
+    Raises:
+        DatasetError: for an unknown split or rows without labels.
+    """
+    if split not in SPLITS:
+        raise DatasetError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    rows = manifest[manifest["split"] == split].sort_values("sop_instance_uid")
+    unlabelled = rows["label_key"].isna()
+    if unlabelled.any():
+        raise DatasetError(
+            f"dataset {dataset_version!r} split {split!r} has {int(unlabelled.sum())} rows without labels; "
+            "training and evaluation need a labelled (purpose=training) dataset"
+        )
+    return rows
+
+
 def _cache_path(settings: Settings, dataset_version: str, preprocess: PreprocessConfig, split: str) -> Path:
     from orthoseg.model_package import config_hash
 
@@ -179,19 +197,10 @@ def load_split(
     Raises:
         DatasetError: for an unknown split, a missing manifest, or rows without labels.
     """
-    if split not in SPLITS:
-        raise DatasetError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     preprocess = preprocess or settings.preprocess
     version = resolve_dataset_version(settings, dataset_version)
     store = store_from_settings(settings)
-    manifest = read_manifest(store, version)
-    rows = manifest[manifest["split"] == split].sort_values("sop_instance_uid")
-    unlabelled = rows["label_key"].isna()
-    if unlabelled.any():
-        raise DatasetError(
-            f"dataset {version!r} split {split!r} has {int(unlabelled.sum())} rows without labels; "
-            "training and evaluation need a labelled (purpose=training) dataset"
-        )
+    rows = labelled_split_rows(read_manifest(store, version), split, version)
     uids = tuple(str(u) for u in rows["sop_instance_uid"])
     path = _cache_path(settings, version, preprocess, split)
     cached = _read_cache(path, uids)

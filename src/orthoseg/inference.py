@@ -26,7 +26,6 @@ import posixpath
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from orthoseg.compute import connect_ray
+from orthoseg.compute import connect_ray, quiet_ray_data
 from orthoseg.measurements import ImageMeasurements, MeasurementConfig
 from orthoseg.progress import ProgressCallback
 from orthoseg.storage import LocalStore, ObjectStore, join_key, open_store, store_from_settings
@@ -569,20 +568,6 @@ def _completed_rows(
     return done
 
 
-@contextlib.contextmanager
-def _quiet_ray_data() -> Iterator[None]:
-    """Ray Data's own progress bars off while we run (the caller shows progress), restored after."""
-    from ray.data import DataContext
-
-    context = DataContext.get_current()
-    before = context.enable_progress_bars
-    context.enable_progress_bars = False
-    try:
-        yield
-    finally:
-        context.enable_progress_bars = before
-
-
 def _runtime_env(
     settings: Settings, source: InferenceSource, config: InferenceConfig
 ) -> dict[str, Any] | None:
@@ -685,7 +670,7 @@ def run_inference(
             runtime_env=_runtime_env(settings, resolved, config),
             udf_modifying_row_count=False,
         )
-        with _quiet_ray_data():
+        with quiet_ray_data():
             # Ray Data: streaming consumption; each finished block advances the progress at once.
             for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
                 for key, text in zip(batch["image_key"], batch["row_json"], strict=True):

@@ -18,7 +18,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from orthoseg.labels import LABEL_CONTRACT_VERSION, STRUCTURE_NAMES
-from orthoseg.model import NetworkConfig, build_network_from_config
+from orthoseg.model import (
+    NetworkConfig,
+    autocast_dtype,
+    build_network_from_config,
+    forward_logits,
+    prepare_for_device,
+)
 from orthoseg.settings import PreprocessConfig
 
 if TYPE_CHECKING:
@@ -141,10 +147,8 @@ class SegmentationModel:
     """A loaded network with its preprocessing: canvases in, per-structure probabilities out.
 
     Build it with ``from_directory`` / ``from_files`` (weights are read with ``safetensors``, never
-    unpickled). On CUDA the forward pass runs under bfloat16 autocast (float16 where bfloat16 is not
-    supported); on CPU it runs in float32: CPU bfloat16 autocast was measured ~10x slower on an AVX2
-    machine without native bfloat16 (8 canvases of 256 px, 4-level U-Net) and moved probabilities by up
-    to 0.02.
+    unpickled). On CUDA the forward pass runs in channels-last layout under bfloat16 autocast (float16
+    where bfloat16 is not supported); on CPU in float32 (``orthoseg.model.autocast_dtype``).
     """
 
     def __init__(self, network: torch.nn.Module, config: ModelConfig, device: str | None = None) -> None:
@@ -154,7 +158,7 @@ class SegmentationModel:
             )
         self.config = config
         self.device = _pick_device(device)
-        self.network = network.to(self.device).eval()
+        self.network = prepare_for_device(network, self.device, channels_last=True).eval()
 
     @classmethod
     def from_files(
@@ -229,13 +233,14 @@ class SegmentationModel:
         if array.ndim != 4 or array.shape[1] != 1 or array.shape[2:] != (side, side):
             raise ValueError(f"expected canvases of shape (N, 1, {side}, {side}); got {array.shape}")
         outputs = np.empty((array.shape[0], len(self.structure_names), side, side), dtype=np.float32)
-        use_cuda = self.device.type == "cuda"
-        dtype = torch.bfloat16 if use_cuda and torch.cuda.is_bf16_supported() else torch.float16
-        with torch.inference_mode(), torch.autocast("cuda", dtype=dtype, enabled=use_cuda):
+        amp = autocast_dtype(self.device)
+        with torch.inference_mode():
             for start in range(0, array.shape[0], max(1, batch_size)):
                 chunk = torch.from_numpy(array[start : start + batch_size]).to(self.device)
-                logits = self.network(chunk)
-                outputs[start : start + chunk.shape[0]] = torch.sigmoid(logits.float()).cpu().numpy()
+                if self.device.type == "cuda":
+                    chunk = chunk.contiguous(memory_format=torch.channels_last)
+                logits = forward_logits(self.network, chunk, amp)
+                outputs[start : start + chunk.shape[0]] = torch.sigmoid(logits).cpu().numpy()
         return outputs
 
 

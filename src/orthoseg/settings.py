@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from orthoseg.augment import AugmentConfig
+from orthoseg.model import Architecture, NetworkConfig
+from orthoseg.profiles import PROFILES, profile_defaults
 
 
 class PreprocessConfig(BaseModel):
@@ -23,20 +29,68 @@ class PreprocessConfig(BaseModel):
 
 
 class TrainConfig(BaseModel):
-    """Hyper-parameters of one training run (also Ray's ``train_loop_config``)."""
+    """Hyper-parameters of one training run (also the Ray workers' loop configuration).
+
+    Attributes:
+        epochs: passes over the training split.
+        batch_size: images per optimiser step on each worker.
+        learning_rate: peak AdamW learning rate, reached after the warm-up.
+        min_learning_rate_ratio: the cosine schedule ends at ``learning_rate`` times this.
+        warmup_epochs: linear warm-up from zero, in epochs (fractions allowed).
+        weight_decay: AdamW decoupled weight decay.
+        architecture: ``unet``, ``dynunet`` or ``segresnet`` (``orthoseg.model``).
+        network_channels: feature channels per network level.
+        num_res_units: residual units per level (``unet``).
+        deep_supervision: train ``dynunet`` with extra coarser outputs.
+        loss: ``dice_bce`` (soft Dice + binary cross-entropy) or ``dice_focal`` (soft Dice + focal loss).
+        dice_over_batch: soft Dice over the whole batch per structure rather than per image, so a
+            structure absent from one image (cement, components on a native knee) still has a gradient.
+        num_workers: Ray Train workers (data-parallel, one process each).
+        cpus_per_worker: CPUs Ray reserves for each worker (also its torch thread count on CPU).
+        use_gpu: one GPU per worker (NCCL); else CPU (gloo).
+        mixed_precision: bfloat16 autocast on GPUs that have it (float16 with loss scaling otherwise).
+        channels_last: NHWC memory layout on GPU (faster convolutions); ignored on CPU.
+        shuffle_buffer_images: rows mixed in each worker's local shuffle buffer (memory ~0.4 MB each at
+            256 px); shards are also visited in a new order every epoch.
+        cache_shard_images: images per canvas-cache shard file.
+        max_failures: worker-group restarts (from the latest checkpoint) before the run fails.
+        seed: initialisation and augmentation seed.
+        checkpoint_every_epochs: checkpoint (and report metrics) every this many epochs.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     epochs: int = Field(default=12, ge=1)
     batch_size: int = Field(default=4, ge=1)
     learning_rate: float = Field(default=2e-3, gt=0)
+    min_learning_rate_ratio: float = Field(default=0.01, ge=0.0, le=1.0)
+    warmup_epochs: float = Field(default=0.0, ge=0.0)
     weight_decay: float = Field(default=1e-5, ge=0)
+    architecture: Architecture = "unet"
     network_channels: tuple[int, ...] = (16, 32, 64, 128)
+    num_res_units: int = Field(default=1, ge=0, le=4)
+    deep_supervision: bool = False
+    loss: Literal["dice_bce", "dice_focal"] = "dice_bce"
+    dice_over_batch: bool = True
     num_workers: int = Field(default=2, ge=1)
+    cpus_per_worker: float = Field(default=1.0, gt=0)
     use_gpu: bool = False
     mixed_precision: bool = True
+    channels_last: bool = True
+    shuffle_buffer_images: int = Field(default=64, ge=1)
+    cache_shard_images: int = Field(default=32, ge=1)
+    max_failures: int = Field(default=2, ge=0)
     seed: int = 0
     checkpoint_every_epochs: int = Field(default=1, ge=1)
+
+    def network_config(self) -> NetworkConfig:
+        """The architecture part, as saved with the model."""
+        return NetworkConfig(
+            architecture=self.architecture,
+            channels=self.network_channels,
+            num_res_units=self.num_res_units,
+            deep_supervision=self.deep_supervision,
+        )
 
 
 class Settings(BaseSettings):
@@ -55,8 +109,12 @@ class Settings(BaseSettings):
         validation_worker_memory_limit_bytes: address-space cap of each validation reader process.
         pseudonym_salt: secret salt of patient pseudonyms; keep it for the life of a dataset lineage,
             since the train/val/test split derives from the pseudonym.
+        profile: a named training profile (``demo``, ``standard``, ``full``; ``orthoseg.profiles``)
+            whose values fill every preprocessing, training and augmentation setting not given
+            explicitly; None keeps the plain defaults below.
         preprocess: canvas and intensity settings shared by training and inference.
         train: training hyper-parameters.
+        augment: on-the-fly training augmentation (``orthoseg.augment``).
     """
 
     model_config = SettingsConfigDict(env_prefix="ORTHOSEG_", env_nested_delimiter="__", extra="forbid")
@@ -72,5 +130,24 @@ class Settings(BaseSettings):
     validation_max_file_bytes: int = Field(default=512 * 1024**2, ge=1024)
     validation_worker_memory_limit_bytes: int | None = 4 * 1024**3
     pseudonym_salt: SecretStr | None = None
+    profile: str | None = None
     preprocess: PreprocessConfig = PreprocessConfig()
     train: TrainConfig = TrainConfig()
+    augment: AugmentConfig = AugmentConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_from_profile(cls, data: Any) -> Any:
+        """Profile values under the explicit ones, section by section (explicit settings always win)."""
+        if not isinstance(data, dict) or not data.get("profile"):
+            return data
+        name = str(data["profile"])
+        if name not in PROFILES:
+            raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
+        merged = dict(data)
+        for section, values in profile_defaults(name).items():
+            given = merged.get(section)
+            if isinstance(given, BaseModel):
+                given = given.model_dump(exclude_unset=True)
+            merged[section] = {**values, **(given or {})}
+        return merged

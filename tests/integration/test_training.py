@@ -11,11 +11,11 @@ import torch
 from mlflow import MlflowClient
 
 from orthoseg.dataset import load_split
-from orthoseg.model import build_network
+from orthoseg.model import build_network_from_config
 from orthoseg.model_package import download_model, load_weights
 from orthoseg.settings import Settings
 from orthoseg.storage import store_from_settings
-from orthoseg.training import CKPT_BEST, run_training
+from orthoseg.training import CHECKPOINT_PREFIX, CKPT_BEST, run_training
 from tests.integration._dataset_helpers import write_dataset_version
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
@@ -25,8 +25,12 @@ def _steps(client: MlflowClient, run_id: str, key: str) -> list[int]:
     return sorted(m.step for m in client.get_metric_history(run_id, key))
 
 
+def _run_folder(settings: Settings, name: str) -> Path:
+    return Path(settings.store) / CHECKPOINT_PREFIX / name
+
+
 def _checkpoints(settings: Settings, name: str) -> list[str]:
-    return sorted(p.name for p in (Path(settings.work_dir) / "ray_results" / name).glob("epoch_*"))
+    return sorted(p.name for p in _run_folder(settings, name).glob("epoch_*"))
 
 
 def test_training_tracks_the_run_is_idempotent_and_resumes_from_ray_checkpoints(
@@ -67,8 +71,8 @@ def test_training_tracks_the_run_is_idempotent_and_resumes_from_ray_checkpoints(
 
     # The logged model is the best epoch's weights, loaded from safetensors (no pickle anywhere).
     latest = _checkpoints(settings, first.ray_run_name)[-1]
-    network = build_network(settings.train.network_channels).eval()
-    load_weights(network, Path(settings.work_dir) / "ray_results" / first.ray_run_name / latest / CKPT_BEST)
+    network = build_network_from_config(settings.train.network_config()).eval()
+    load_weights(network, _run_folder(settings, first.ray_run_name) / latest / CKPT_BEST)
     val = load_split(settings, version, "val")
     with torch.inference_mode():
         expected = torch.sigmoid(network(torch.from_numpy(val.image))).numpy()
