@@ -17,11 +17,20 @@ EXPERIMENT = "orthoseg"
 SERVICE_ACCOUNT = "orthoseg-pipeline"
 
 
-def pipeline_arguments(name: str, source: str, batch: str, model_ref: str, min_dice: float) -> dict[str, Any]:
-    """Arguments for a cluster run: settings come from the ConfigMap and Secret, so overrides stay empty."""
+def pipeline_arguments(
+    name: str, source: str, batch: str, model_ref: str, min_dice: float, profile: str | None = None
+) -> dict[str, Any]:
+    """Arguments for a cluster run: settings come from the ConfigMap and Secret, so overrides hold at most
+    the training profile (whose values fill what the cluster's configuration leaves unset)."""
     if name not in PIPELINES:
         raise ValueError(f"unknown pipeline {name!r}; choose one of {', '.join(PIPELINES)}")
-    arguments: dict[str, Any] = {"source": source, "batch": batch, "settings_overrides": {}}
+    if profile is not None:
+        from orthoseg.profiles import PROFILES
+
+        if profile not in PROFILES:
+            raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    overrides = {"profile": profile} if profile and name == "training" else {}
+    arguments: dict[str, Any] = {"source": source, "batch": batch, "settings_overrides": overrides}
     if name == "training":
         arguments["min_dice"] = min_dice
     else:

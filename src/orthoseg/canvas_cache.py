@@ -102,7 +102,7 @@ def cache_prefix(dataset_version: str, preprocess: PreprocessConfig, split: str)
     """Store prefix of a split's cache."""
     from orthoseg.model_package import config_hash
 
-    safe_version = "".join(c if c.isalnum() or c in "-_." else "_" for c in dataset_version)
+    safe_version = "".join(c if (c.isascii() and c.isalnum()) or c in "-_." else "_" for c in dataset_version)
     return join_key("cache", "canvas", safe_version, config_hash(preprocess), split)
 
 
@@ -209,7 +209,8 @@ def build_canvas_cache(
     uids = tuple(str(u) for u in rows["sop_instance_uid"])
     prefix = cache_prefix(dataset_version, preprocess, split)
     existing = read_cache_index(store, prefix)
-    if existing is not None and existing.uids == uids and existing.preprocess == preprocess:
+    complete = existing is not None and all(store.exists(shard.key) for shard in existing.shards)
+    if existing is not None and complete and existing.uids == uids and existing.preprocess == preprocess:
         if progress is not None:
             progress(len(uids), len(uids))
         return existing
@@ -291,7 +292,9 @@ class _ShardReader:
         return {name: np.concatenate([part[name] for part in parts]) for name in ("image", "masks", "uid")}
 
 
-def canvas_dataset(index: CanvasCacheIndex, shuffle_shards: bool = False, readers: int = 1) -> ray.data.Dataset:
+def canvas_dataset(
+    index: CanvasCacheIndex, shuffle_shards: bool = False, readers: int = 1
+) -> ray.data.Dataset:
     """A Ray Dataset streaming the cached split: rows ``image`` (1, S, S) float32, ``masks`` (C, S, S)
     uint8, ``uid``.
 
@@ -316,5 +319,5 @@ def canvas_dataset(index: CanvasCacheIndex, shuffle_shards: bool = False, reader
         batch_size=1,
         batch_format="numpy",
         num_cpus=0,
-        concurrency=readers,
+        compute=ray.data.ActorPoolStrategy(size=readers),
     )

@@ -137,16 +137,32 @@ def validate(
     )
 
 
+ProfileOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Training profile: demo (~5 min on 2 CPU cores), standard (about an hour), full (GPU nodes). "
+        "Default: ORTHOSEG_PROFILE, else standard. Settings given explicitly win over the profile."
+    ),
+]
+
+
+def _training_settings(profile: str | None) -> Settings:
+    """Settings with a training profile: the option, else ``ORTHOSEG_PROFILE``, else ``standard``."""
+    settings = Settings(profile=profile) if profile else Settings()
+    return settings if settings.profile else Settings(profile="standard")
+
+
 @app.command()
 def train(
     dataset: Annotated[str | None, typer.Option(help="Dataset version (default: the latest).")] = None,
+    profile: ProfileOption = None,
     epochs: Annotated[int | None, typer.Option(help="Override the number of epochs.")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Train with Ray Train on the dataset version; track everything in MLflow."""
     from orthoseg.training import run_training
 
-    settings = Settings()
+    settings = _training_settings(profile)
     if epochs is not None:
         settings = settings.model_copy(update={"train": settings.train.model_copy(update={"epochs": epochs})})
     _run(as_json, "training", lambda progress: run_training(settings, dataset, progress=progress), "epochs")
@@ -222,12 +238,13 @@ def pipeline_run(
     batch: Annotated[str, typer.Option(help="Batch name (training pipeline).")] = "incoming",
     model: Annotated[str, typer.Option(help="Model alias for inference.")] = "champion",
     min_dice: Annotated[float, typer.Option(help="Quality floor for promotion (test mean Dice).")] = 0.0,
+    profile: ProfileOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Run a pipeline locally with kfp.local (the same components a cluster runs)."""
     from pipelines.runner import run_inference_pipeline, run_training_pipeline
 
-    settings = Settings()
+    settings = _training_settings(profile) if name is PipelineName.training else Settings()
     if name is PipelineName.training:
         _run(
             as_json,
@@ -266,12 +283,15 @@ def pipeline_submit(
     model: Annotated[str, typer.Option(help="Model alias for inference.")] = "champion",
     min_dice: Annotated[float, typer.Option(help="Quality floor for promotion.")] = 0.0,
     cron: Annotated[str | None, typer.Option(help="Create a recurring run instead (6-field cron).")] = None,
+    profile: Annotated[
+        str | None, typer.Option(help="Training profile for the run (default: the cluster's configuration).")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Submit (or, with --cron, schedule) a pipeline on a Kubeflow cluster; settings come from the cluster."""
     from pipelines.remote import pipeline_arguments, schedule_pipeline, submit_pipeline
 
-    arguments = pipeline_arguments(name.value, source, batch, model, min_dice)
+    arguments = pipeline_arguments(name.value, source, batch, model, min_dice, profile=profile)
     if cron:
         _run(
             as_json, "scheduled", lambda progress: schedule_pipeline(host, name.value, cron, arguments), None

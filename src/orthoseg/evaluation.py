@@ -147,8 +147,9 @@ def predict_native_masks(
 ) -> np.ndarray:
     """A model's (C, H, W) boolean masks for one radiograph, on the radiograph's own grid.
 
-    The path inference takes: the model's own preprocessing, ``predict_canvas``, probabilities restored
-    to the native grid, then thresholded at the model's threshold.
+    The path inference takes: the model's own preprocessing, ``predict_canvas``, stray fragments removed
+    (the model's post-processing, when it has one), probabilities restored to the native grid, then
+    thresholded at the model's threshold.
 
     Args:
         model: anything with ``preprocess``, ``threshold`` and ``predict_canvas`` (a ``SegmentationModel``).
@@ -159,6 +160,8 @@ def predict_native_masks(
 
     canvas, transform = preprocess_radiograph(pixels, spacing_mm, model.preprocess)
     probabilities = model.predict_canvas(canvas[None, None], batch_size=1)[0]
+    if hasattr(model, "clean"):
+        probabilities = model.clean(probabilities, transform.canvas_spacing_mm)
     return restore_to_native(probabilities, transform) >= model.threshold
 
 

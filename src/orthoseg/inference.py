@@ -386,6 +386,7 @@ class InferenceWorker:
         from orthoseg.seg_io import build_seg, seg_to_bytes
 
         uid = radiograph.sop_instance_uid
+        probabilities = self.model.clean(probabilities, transform.canvas_spacing_mm)
         masks = restore_to_native(probabilities, transform) >= self.model.threshold
         measured = measure_image(
             masks,

@@ -7,6 +7,7 @@ code changes.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -114,6 +115,8 @@ def build_network_from_config(config: NetworkConfig) -> torch.nn.Module:
             in_channels=config.in_channels,
             out_channels=config.out_channels,
             init_filters=config.channels[0],
+            # Group norm with up to 8 groups, as many as divide the first level's channels.
+            norm=("GROUP", {"num_groups": math.gcd(8, config.channels[0])}),
             blocks_down=tuple(min(2 ** max(level - 1, 0), 4) for level in range(levels)),
             blocks_up=(1,) * (levels - 1),
         )

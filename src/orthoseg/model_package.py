@@ -25,6 +25,7 @@ from orthoseg.model import (
     forward_logits,
     prepare_for_device,
 )
+from orthoseg.postprocess import PostprocessConfig, clean_probabilities
 from orthoseg.settings import PreprocessConfig
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ class ModelConfig(BaseModel):
         label_contract_version: ``orthoseg.labels.LABEL_CONTRACT_VERSION`` at training time.
         structure_names: output channel names, in channel order.
         threshold: probability at or above which a pixel belongs to a structure.
+        postprocess: how stray fragments are removed before thresholding (``orthoseg.postprocess``).
         weights_sha256: digest of ``weights.safetensors``, checked on load.
     """
 
@@ -69,6 +71,7 @@ class ModelConfig(BaseModel):
     label_contract_version: str = LABEL_CONTRACT_VERSION
     structure_names: tuple[str, ...] = STRUCTURE_NAMES
     threshold: float = Field(default=DEFAULT_THRESHOLD, gt=0.0, lt=1.0)
+    postprocess: PostprocessConfig = PostprocessConfig()
     weights_sha256: str = ""
 
 
@@ -210,6 +213,10 @@ class SegmentationModel:
     @property
     def structure_names(self) -> tuple[str, ...]:
         return self.config.structure_names
+
+    def clean(self, probabilities: np.ndarray, canvas_spacing_mm: float) -> np.ndarray:
+        """One canvas's (C, S, S) probabilities with stray fragments removed (the model's own rules)."""
+        return clean_probabilities(probabilities, self.threshold, canvas_spacing_mm, self.config.postprocess)
 
     def predict_canvas(self, batch: np.ndarray, batch_size: int = 8) -> np.ndarray:
         """Per-structure probabilities for a batch of canvases.

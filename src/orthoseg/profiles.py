@@ -31,13 +31,13 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "standard": {
         "preprocess": {"canvas_px": 320, "spacing_mm": 0.6},
         "train": {
-            "epochs": 80,
+            "epochs": 60,
             "batch_size": 8,
             "learning_rate": 4e-3,
             "warmup_epochs": 2.0,
             "architecture": "unet",
             "network_channels": (16, 32, 64, 128, 256),
-            "num_res_units": 1,
+            "num_res_units": 0,
             "num_workers": 2,
             "use_gpu": False,
         },

@@ -115,7 +115,7 @@ def ray_run_name(settings: Settings, dataset_version: str) -> str:
         label_contract_version=LABEL_CONTRACT_VERSION,
         code_version=__version__,
     )
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in dataset_version)[:60]
+    safe = "".join(c if (c.isascii() and c.isalnum()) or c in "-_." else "_" for c in dataset_version)[:60]
     return f"orthoseg-{safe}-{config_hash(key)}"
 
 
