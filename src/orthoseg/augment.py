@@ -71,7 +71,8 @@ class AugmentConfig(BaseModel):
         gamma_range: gamma exponent (< 1 brightens).
         window_probability: a different display window, then clipped to [0, 1].
         window_low_range: window lower bound, image units.
-        window_high_range: window upper bound, image units (above 1 flattens the image).
+        window_high_range: window upper bound, image units (above 1 flattens the image; synthetic bone
+            sits at about 0.5-0.8 and metal at 1.0 on the canvas).
         histogram_shift_probability: random monotone intensity curve.
         histogram_control_points: number of its control points (at least 3).
         blur_probability: Gaussian blur (detector unsharpness, motion).
@@ -114,9 +115,11 @@ class AugmentConfig(BaseModel):
     local_contrast_strength_range: tuple[NonNegativeFloat, NonNegativeFloat] = (0.5, 3.0)
     gamma_probability: Probability = 0.5
     gamma_range: tuple[PositiveFloat, PositiveFloat] = (0.6, 1.7)
-    window_probability: Probability = 0.5
+    window_probability: Probability = 0.6
     window_low_range: tuple[NonNegativeFloat, NonNegativeFloat] = (0.0, 0.15)
-    window_high_range: tuple[PositiveFloat, PositiveFloat] = (0.75, 1.15)
+    # Down to 0.55: cortical bone saturates as bright as metal, as on strongly processed clinical films,
+    # so implants must be told from bone by shape and texture, not by brightness alone.
+    window_high_range: tuple[PositiveFloat, PositiveFloat] = (0.55, 1.15)
     histogram_shift_probability: Probability = 0.3
     histogram_control_points: tuple[Annotated[int, Field(ge=3)], Annotated[int, Field(ge=3)]] = (5, 10)
     blur_probability: Probability = 0.2

@@ -16,13 +16,13 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "demo": {
         "preprocess": {"canvas_px": 256, "spacing_mm": 0.8},
         "train": {
-            "epochs": 40,
+            "epochs": 30,
             "batch_size": 8,
             "learning_rate": 4e-3,
             "warmup_epochs": 1.0,
             "architecture": "unet",
             "network_channels": (16, 32, 64, 128, 256),
-            "num_res_units": 1,
+            "num_res_units": 0,
             "num_workers": 2,
             "use_gpu": False,
         },

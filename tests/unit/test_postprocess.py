@@ -1,0 +1,54 @@
+"""Post-processing: stray fragments go, real structures (both knees of a standing film) stay."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from orthoseg.labels import NUM_STRUCTURES, STRUCTURE_NAMES
+from orthoseg.postprocess import PostprocessConfig, clean_probabilities
+
+CH = {name: index for index, name in enumerate(STRUCTURE_NAMES)}
+
+
+def _blank(side: int = 64) -> np.ndarray:
+    return np.zeros((NUM_STRUCTURES, side, side), dtype=np.float32)
+
+
+def test_a_small_stray_blob_is_removed_and_the_structure_kept() -> None:
+    probabilities = _blank()
+    probabilities[CH["femur"], 5:40, 10:30] = 0.9  # the femur
+    probabilities[CH["femur"], 55:58, 55:58] = 0.8  # a stray blob: 9 px against 700
+    cleaned = clean_probabilities(probabilities, 0.5, 1.0, PostprocessConfig())
+    assert cleaned[CH["femur"], 55:58, 55:58].max() == 0.0
+    np.testing.assert_array_equal(cleaned[CH["femur"], 5:40, 10:30], probabilities[CH["femur"], 5:40, 10:30])
+
+
+def test_two_knees_of_a_standing_film_are_both_kept() -> None:
+    probabilities = _blank()
+    probabilities[CH["tibia"], 20:50, 5:25] = 0.9
+    probabilities[CH["tibia"], 20:48, 40:60] = 0.9
+    cleaned = clean_probabilities(probabilities, 0.5, 1.0, PostprocessConfig())
+    np.testing.assert_array_equal(cleaned, probabilities)
+
+
+def test_cement_away_from_any_implant_is_removed() -> None:
+    probabilities = _blank()
+    probabilities[CH["tibial_component"], 30:34, 10:40] = 0.9
+    probabilities[CH["cement"], 34:36, 10:40] = 0.7  # against the tray: kept
+    probabilities[CH["cement"], 5:8, 50:60] = 0.7  # 26 px away at 1 mm/px: removed
+    cleaned = clean_probabilities(probabilities, 0.5, 1.0, PostprocessConfig(cement_max_distance_mm=5.0))
+    assert cleaned[CH["cement"], 34:36, 10:40].min() == pytest.approx(0.7)
+    assert cleaned[CH["cement"], 5:8, 50:60].max() == 0.0
+    # The same distance in pixels is within reach when pixels are 0.1 mm.
+    near = clean_probabilities(probabilities, 0.5, 0.1, PostprocessConfig(cement_max_distance_mm=5.0))
+    assert near[CH["cement"], 5:8, 50:60].min() == pytest.approx(0.7)
+
+
+def test_cement_without_any_implant_is_removed_and_disabled_keeps_everything() -> None:
+    probabilities = _blank()
+    probabilities[CH["cement"], 10:20, 10:20] = 0.9
+    assert clean_probabilities(probabilities, 0.5, 1.0, PostprocessConfig())[CH["cement"]].max() == 0.0
+    kept = clean_probabilities(probabilities, 0.5, 1.0, PostprocessConfig(enabled=False))
+    np.testing.assert_array_equal(kept, probabilities)
+    assert probabilities[CH["cement"]].max() == pytest.approx(0.9)  # the input is not modified
