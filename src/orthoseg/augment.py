@@ -304,22 +304,14 @@ def augment_batch(
     return torch.stack(out_images).to(device), torch.stack(out_masks).to(device)
 
 
-def _outline(mask: np.ndarray) -> np.ndarray:
-    inner = mask.copy()
-    inner[1:, :] &= mask[:-1, :]
-    inner[:-1, :] &= mask[1:, :]
-    inner[:, 1:] &= mask[:, :-1]
-    inner[:, :-1] &= mask[:, 1:]
-    return mask & ~inner
-
-
 def _overlay(image: np.ndarray, masks: np.ndarray) -> np.ndarray:
     from orthoseg.labels import STRUCTURES
+    from orthoseg.overlay import mask_outline
 
     rgb = np.repeat(np.clip(image, 0.0, 1.0)[..., None], 3, axis=2)
     for structure in STRUCTURES:
         if structure.channel < masks.shape[0]:
-            rgb[_outline(masks[structure.channel] > 0.5)] = np.array(structure.color_rgb) / 255.0
+            rgb[mask_outline(masks[structure.channel] > 0.5)] = np.array(structure.color_rgb) / 255.0
     return rgb
 
 

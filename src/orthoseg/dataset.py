@@ -27,6 +27,7 @@ from orthoseg.storage import ObjectStore, join_key, store_from_settings
 if TYPE_CHECKING:
     import pandas as pd
 
+    from orthoseg.radiograph import Radiograph
     from orthoseg.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -153,15 +154,12 @@ def _write_cache(path: Path, dataset: CanvasDataset) -> None:
         raise
 
 
-def decode_example(
-    store: ObjectStore, image_key: str, label_key: str, preprocess: PreprocessConfig
-) -> tuple[np.ndarray, np.ndarray]:
-    """One radiograph and its SEG on the canvas: ((S, S) float32 image, (C, S, S) bool masks).
+def read_native_example(store: ObjectStore, image_key: str, label_key: str) -> tuple[Radiograph, np.ndarray]:
+    """One radiograph and its SEG masks on the radiograph's own grid: (radiograph, (C, H, W) bool).
 
     Raises:
         DatasetError: when the SEG does not reference the radiograph or its size differs.
     """
-    from orthoseg.preprocessing import masks_to_canvas, preprocess_radiograph
     from orthoseg.radiograph import read_radiograph
     from orthoseg.seg_io import read_seg_masks
 
@@ -171,6 +169,20 @@ def decode_example(
         raise DatasetError(f"{label_key} references {referenced_uid}, not the image {image_key}")
     if masks.shape[1:] != radiograph.pixels.shape:
         raise DatasetError(f"{label_key} is {masks.shape[1:]} but {image_key} is {radiograph.pixels.shape}")
+    return radiograph, masks
+
+
+def decode_example(
+    store: ObjectStore, image_key: str, label_key: str, preprocess: PreprocessConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """One radiograph and its SEG on the canvas: ((S, S) float32 image, (C, S, S) bool masks).
+
+    Raises:
+        DatasetError: when the SEG does not reference the radiograph or its size differs.
+    """
+    from orthoseg.preprocessing import masks_to_canvas, preprocess_radiograph
+
+    radiograph, masks = read_native_example(store, image_key, label_key)
     canvas, transform = preprocess_radiograph(radiograph.pixels, radiograph.pixel_spacing_mm, preprocess)
     return canvas, masks_to_canvas(masks, transform)
 

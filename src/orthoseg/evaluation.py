@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 
     from orthoseg.model_package import SegmentationModel
     from orthoseg.progress import ProgressCallback
-    from orthoseg.radiograph import Radiograph
     from orthoseg.settings import Settings
     from orthoseg.storage import ObjectStore
 
@@ -216,20 +215,6 @@ def _read_category(store: ObjectStore, truth_key: Any) -> str:
     return _text(truth.get("category", truth.get("implant_category")))
 
 
-def _read_native_example(store: ObjectStore, image_key: str, label_key: str) -> tuple[Radiograph, np.ndarray]:
-    from orthoseg.dataset import DatasetError
-    from orthoseg.radiograph import read_radiograph
-    from orthoseg.seg_io import read_seg_masks
-
-    radiograph = read_radiograph(store.get_bytes(image_key))
-    masks, referenced_uid = read_seg_masks(store.get_bytes(label_key))
-    if referenced_uid != radiograph.sop_instance_uid:
-        raise DatasetError(f"{label_key} references {referenced_uid}, not the image {image_key}")
-    if masks.shape[1:] != radiograph.pixels.shape:
-        raise DatasetError(f"{label_key} is {masks.shape[1:]} but {image_key} is {radiograph.pixels.shape}")
-    return radiograph, masks
-
-
 def _evaluate_split(
     model: SegmentationModel,
     settings: Settings,
@@ -238,7 +223,13 @@ def _evaluate_split(
     progress: ProgressCallback | None,
     gallery_size: int,
 ) -> _SplitEvaluation:
-    from orthoseg.dataset import SPLITS, DatasetError, read_manifest, resolve_dataset_version
+    from orthoseg.dataset import (
+        SPLITS,
+        DatasetError,
+        read_manifest,
+        read_native_example,
+        resolve_dataset_version,
+    )
     from orthoseg.overlay import render_overlay
     from orthoseg.preprocessing import FALLBACK_SPACING_MM
     from orthoseg.storage import store_from_settings
@@ -262,7 +253,7 @@ def _evaluate_split(
     worst: list[tuple[float, str, Image.Image, Image.Image]] = []
     for index, record in enumerate(rows.to_dict("records")):
         started = time.perf_counter()
-        radiograph, truth = _read_native_example(store, str(record["image_key"]), str(record["label_key"]))
+        radiograph, truth = read_native_example(store, str(record["image_key"]), str(record["label_key"]))
         spacing = radiograph.pixel_spacing_mm or (FALLBACK_SPACING_MM, FALLBACK_SPACING_MM)
         pred = predict_native_masks(model, radiograph.pixels, radiograph.pixel_spacing_mm)
         score = score_native(pred, truth, spacing)
