@@ -274,8 +274,8 @@ def _run_shard_tasks(
 
     connect_ray(settings)
     builder = _ShardBuilder(settings.store, settings.s3_endpoint_url, preprocess.model_dump(mode="json"))
-    dataset = ray.data.from_items(items, override_num_blocks=len(items)).map(builder)
-    with quiet_ray_data():
+    with quiet_ray_data():  # a Dataset keeps the context it was created in
+        dataset = ray.data.from_items(items, override_num_blocks=len(items)).map(builder)
         yield from dataset.iter_rows()
 
 

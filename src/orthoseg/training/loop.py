@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -70,15 +71,19 @@ def _augmenting_collate(transforms: Callable[[dict], dict] | None) -> Any:
     worker, in Ray's batch-prefetching thread (so augmentation overlaps the previous step)."""
     from ray.data.collate_fn import NumpyBatchCollateFn
 
+    # Ray may collate several batches at once on prefetch threads, and a MONAI random transform keeps its
+    # drawn parameters between ``randomize`` and its use: one transform chain, one batch at a time.
+    lock = threading.Lock()
+
     class AugmentingCollate(NumpyBatchCollateFn):
         def __call__(self, batch: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-            return _collate(batch, transforms)
+            return _collate(batch, transforms, lock)
 
     return AugmentingCollate()
 
 
 def _collate(
-    batch: dict[str, np.ndarray], transforms: Callable[[dict], dict] | None
+    batch: dict[str, np.ndarray], transforms: Callable[[dict], dict] | None, lock: threading.Lock
 ) -> tuple[torch.Tensor, torch.Tensor]:
     import torch
 
@@ -88,7 +93,8 @@ def _collate(
     masks = torch.from_numpy(np.ascontiguousarray(batch["masks"]))
     if transforms is None:
         return images, masks.float()
-    return augment_batch(images, masks, transforms)
+    with lock:
+        return augment_batch(images, masks, transforms)
 
 
 def _owned_by(uid: str, rank: int, world_size: int) -> bool:
@@ -305,7 +311,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
 
     for epoch in range(state.epoch, train_config.epochs):
         started = time.perf_counter()
-        if transforms is not None:
+        if transforms is not None:  # the previous epoch's batches are all collated by now
             transforms.set_random_state(seed=train_config.seed + 1009 * epoch + rank)  # type: ignore[attr-defined]
 
         def rate(step: int, epoch: int = epoch) -> float:

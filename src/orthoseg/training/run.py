@@ -144,11 +144,14 @@ def checkpoint_storage(settings: Settings) -> tuple[str, pyarrow.fs.FileSystem |
 
 
 def _datasets(train: CanvasCacheIndex, val: CanvasCacheIndex) -> dict[str, Any]:
+    """The Ray Datasets of the run, created without Ray Data's progress output (the run has its own)."""
     from orthoseg.canvas_cache import canvas_dataset
+    from orthoseg.compute import quiet_ray_data
 
-    datasets = {"train": canvas_dataset(train, shuffle_shards=True)}
-    if len(val):
-        datasets["val"] = canvas_dataset(val)
+    with quiet_ray_data():  # a Dataset keeps the context it was created in
+        datasets = {"train": canvas_dataset(train, shuffle_shards=True)}
+        if len(val):
+            datasets["val"] = canvas_dataset(val)
     return datasets
 
 
