@@ -43,7 +43,7 @@ class DemoProfile(BaseModel):
 PROFILES: dict[str, DemoProfile] = {
     # The `demo` training profile: about 5 minutes of training on 2 CPU cores.
     "small": DemoProfile(
-        train_images=160,
+        train_images=320,
         broken_files=6,
         inference_images=12,
         image_px=1024,

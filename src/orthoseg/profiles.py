@@ -16,7 +16,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "demo": {
         "preprocess": {"canvas_px": 256, "spacing_mm": 0.8},
         "train": {
-            "epochs": 30,
+            "epochs": 20,
             "batch_size": 8,
             "learning_rate": 4e-3,
             "warmup_epochs": 1.0,
