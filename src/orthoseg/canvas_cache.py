@@ -144,7 +144,6 @@ class _ShardBuilder:
 
         store = open_store(self.store_uri, self.endpoint_url)
         key, uids = str(row["key"]), tuple(json.loads(row["uids"]))
-        built = False
         if store.exists(key):
             masks = decode_shard(store.get_bytes(key))["masks"]
         else:
@@ -155,9 +154,8 @@ class _ShardBuilder:
             for index, (image_key, label_key) in enumerate(zip(image_keys, label_keys, strict=True)):
                 images[index, 0], masks[index] = decode_example(store, image_key, label_key, self.preprocess)
             store.put_bytes(key, encode_shard(images, masks, uids))
-            built = True
         present = np.asarray(masks).reshape(masks.shape[0], masks.shape[1], -1).any(axis=(0, 2))
-        return {"key": key, "images": len(uids), "built": built, "present": json.dumps(present.tolist())}
+        return {"key": key, "images": len(uids), "present": json.dumps(present.tolist())}
 
 
 def _chunks(rows: list[tuple[str, str, str]], size: int) -> Iterator[list[tuple[str, str, str]]]:

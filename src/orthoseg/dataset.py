@@ -1,21 +1,15 @@
-"""Dataset versions as canvas arrays: read the manifest, decode DICOM + SEG once, cache on local disk.
+"""Dataset versions written by validation: the manifest, its splits, and one example decoded.
 
-Training and evaluation read a split of a dataset version written by validation
-(``datasets/<version>/manifest.parquet``). Decoding DICOM and SEG costs far more than an epoch on small
-canvases, so the preprocessed arrays are cached under ``<work_dir>/cache/canvas/<version>/<preprocess
-hash>/<split>.npz``. A dataset version never changes once written, so the cache stays valid; it is
-rebuilt when its image list no longer matches the manifest.
+Training reads whole splits through the sharded canvas cache in the store (``orthoseg.canvas_cache``);
+``load_split`` decodes a small split straight into memory (tests, notebooks, quick checks).
 """
 
 from __future__ import annotations
 
 import io
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -113,47 +107,6 @@ def labelled_split_rows(manifest: pd.DataFrame, split: str, dataset_version: str
     return rows
 
 
-def _cache_path(settings: Settings, dataset_version: str, preprocess: PreprocessConfig, split: str) -> Path:
-    from orthoseg.model_package import config_hash
-
-    safe_version = "".join(c if c.isalnum() or c in "-_." else "_" for c in dataset_version)
-    return (
-        Path(settings.work_dir).expanduser().resolve()
-        / "cache"
-        / "canvas"
-        / safe_version
-        / config_hash(preprocess)
-        / f"{split}.npz"
-    )
-
-
-def _read_cache(path: Path, uids: tuple[str, ...]) -> CanvasDataset | None:
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            cached_uids = tuple(str(u) for u in data["uids"])
-            if cached_uids != uids:
-                logger.info("Canvas cache %s is stale (image list changed); rebuilding", path)
-                return None
-            return CanvasDataset(image=data["image"], masks=data["masks"], uids=cached_uids)
-    except (OSError, ValueError, KeyError) as error:
-        logger.warning("Unreadable canvas cache %s (%s); rebuilding", path, error)
-        return None
-
-
-def _write_cache(path: Path, dataset: CanvasDataset) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, image=dataset.image, masks=dataset.masks, uids=np.asarray(dataset.uids, dtype=str))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def read_native_example(store: ObjectStore, image_key: str, label_key: str) -> tuple[Radiograph, np.ndarray]:
     """One radiograph and its SEG masks on the radiograph's own grid: (radiograph, (C, H, W) bool).
 
@@ -194,10 +147,11 @@ def load_split(
     preprocess: PreprocessConfig | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> CanvasDataset:
-    """A split of a dataset version as canvas arrays, from the local cache when possible.
+    """A split of a dataset version as canvas arrays in memory (small splits; training streams the
+    canvas cache instead).
 
     Args:
-        settings: store, work_dir (cache) and the default preprocessing.
+        settings: store and the default preprocessing.
         dataset_version: version written by validation; None means the newest (``datasets/LATEST``).
         split: ``train``, ``val`` or ``test``.
         preprocess: canvas settings; default ``settings.preprocess``. Evaluation passes the model's own.
@@ -214,12 +168,6 @@ def load_split(
     store = store_from_settings(settings)
     rows = labelled_split_rows(read_manifest(store, version), split, version)
     uids = tuple(str(u) for u in rows["sop_instance_uid"])
-    path = _cache_path(settings, version, preprocess, split)
-    cached = _read_cache(path, uids)
-    if cached is not None:
-        logger.debug("Canvas cache hit %s (%d images)", path, len(cached))
-        return cached
-
     side = preprocess.canvas_px
     images = np.zeros((len(uids), 1, side, side), dtype=np.float32)
     masks = np.zeros((len(uids), NUM_STRUCTURES, side, side), dtype=np.uint8)
@@ -230,6 +178,4 @@ def load_split(
         masks[index] = canvas_masks
         if progress is not None:
             progress(index + 1, len(uids))
-    dataset = CanvasDataset(image=images, masks=masks, uids=uids)
-    _write_cache(path, dataset)
-    return dataset
+    return CanvasDataset(image=images, masks=masks, uids=uids)

@@ -151,17 +151,15 @@ def predict_native_masks(
     thresholded at the model's threshold.
 
     Args:
-        model: anything with ``preprocess``, ``threshold`` and ``predict_canvas`` (a ``SegmentationModel``).
+        model: a ``SegmentationModel``, or any object with its ``preprocess``, ``predict_canvas`` and
+            ``native_masks``.
         pixels: (H, W) presentation values (``Radiograph.pixels``).
         spacing_mm: (row, column) spacing; None uses the fallback spacing.
     """
-    from orthoseg.preprocessing import preprocess_radiograph, restore_to_native
+    from orthoseg.preprocessing import preprocess_radiograph
 
     canvas, transform = preprocess_radiograph(pixels, spacing_mm, model.preprocess)
-    probabilities = model.predict_canvas(canvas[None, None], batch_size=1)[0]
-    if hasattr(model, "clean"):
-        probabilities = model.clean(probabilities, transform.canvas_spacing_mm)
-    return restore_to_native(probabilities, transform) >= model.threshold
+    return model.native_masks(model.predict_canvas(canvas[None, None], batch_size=1)[0], transform)
 
 
 @dataclass
@@ -332,7 +330,8 @@ def evaluate_model_on_split(
     """Score a model on one split of a dataset version at native resolution, without MLflow.
 
     Args:
-        model: anything with ``preprocess``, ``threshold`` and ``predict_canvas`` (a ``SegmentationModel``).
+        model: a ``SegmentationModel``, or any object with its ``preprocess``, ``predict_canvas`` and
+            ``native_masks``.
         settings: the store holding the dataset version.
         dataset_version: version written by validation; None means the newest.
         split: ``test`` for figures that count; ``val`` or ``train`` for diagnostics.

@@ -382,12 +382,10 @@ class InferenceWorker:
     ) -> None:
         from orthoseg.measurements import measure_image
         from orthoseg.overlay import overlay_png_bytes
-        from orthoseg.preprocessing import restore_to_native
         from orthoseg.seg_io import build_seg, seg_to_bytes
 
         uid = radiograph.sop_instance_uid
-        probabilities = self.model.clean(probabilities, transform.canvas_spacing_mm)
-        masks = restore_to_native(probabilities, transform) >= self.model.threshold
+        masks = self.model.native_masks(probabilities, transform)
         measured = measure_image(
             masks,
             radiograph.pixel_spacing_mm,

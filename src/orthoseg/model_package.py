@@ -25,13 +25,14 @@ from orthoseg.model import (
     forward_logits,
     prepare_for_device,
 )
-from orthoseg.postprocess import PostprocessConfig, clean_probabilities
+from orthoseg.postprocess import PostprocessConfig, native_masks
 from orthoseg.settings import PreprocessConfig
 
 if TYPE_CHECKING:
     import torch
     from mlflow import MlflowClient
 
+    from orthoseg.preprocessing import CanvasTransform
     from orthoseg.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -214,9 +215,10 @@ class SegmentationModel:
     def structure_names(self) -> tuple[str, ...]:
         return self.config.structure_names
 
-    def clean(self, probabilities: np.ndarray, canvas_spacing_mm: float) -> np.ndarray:
-        """One canvas's (C, S, S) probabilities with stray fragments removed (the model's own rules)."""
-        return clean_probabilities(probabilities, self.threshold, canvas_spacing_mm, self.config.postprocess)
+    def native_masks(self, probabilities: np.ndarray, transform: CanvasTransform) -> np.ndarray:
+        """(C, H, W) boolean masks on the film's grid from one canvas's probabilities, cleaned by the
+        model's own post-processing and thresholded at its threshold."""
+        return native_masks(probabilities, transform, self.threshold, self.config.postprocess)
 
     def predict_canvas(self, batch: np.ndarray, batch_size: int = 8) -> np.ndarray:
         """Per-structure probabilities for a batch of canvases.

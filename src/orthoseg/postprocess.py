@@ -14,10 +14,15 @@ clean masks the same way:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from orthoseg.labels import STRUCTURE_NAMES
+
+if TYPE_CHECKING:
+    from orthoseg.preprocessing import CanvasTransform
 
 _CEMENT = STRUCTURE_NAMES.index("cement")
 _COMPONENTS = (STRUCTURE_NAMES.index("femoral_component"), STRUCTURE_NAMES.index("tibial_component"))
@@ -81,3 +86,14 @@ def clean_probabilities(
             distance_mm = ndimage.distance_transform_edt(~implant) * spacing_mm
             cleaned[_CEMENT][masks[_CEMENT] & (distance_mm > config.cement_max_distance_mm)] = 0.0
     return cleaned
+
+
+def native_masks(
+    probabilities: np.ndarray, transform: CanvasTransform, threshold: float, config: PostprocessConfig
+) -> np.ndarray:
+    """(C, H, W) boolean masks on the film's own grid from one canvas's (C, S, S) probabilities: cleaned on
+    the canvas, restored to the native grid, thresholded. Inference and evaluation both call this."""
+    from orthoseg.preprocessing import restore_to_native
+
+    cleaned = clean_probabilities(probabilities, threshold, transform.canvas_spacing_mm, config)
+    return restore_to_native(cleaned, transform) >= threshold

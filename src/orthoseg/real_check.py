@@ -269,7 +269,7 @@ def run_real_check(model: SegmentationModel, realdata_dir: Path, out_dir: Path) 
     """Run a model on the real films and score what can be scored.
 
     Args:
-        model: anything with ``preprocess``, ``threshold`` and ``predict_canvas`` (a ``SegmentationModel``).
+        model: a ``SegmentationModel`` (its ``threshold`` is reported).
         realdata_dir: the ``shared/realdata`` folder (read only).
         out_dir: where overlay PNGs are written (created if needed).
 

@@ -25,7 +25,8 @@ from orthoseg.labels import STRUCTURE_NAMES
 from orthoseg.metrics import score_native
 from orthoseg.model import NetworkConfig, build_network_from_config
 from orthoseg.model_package import ModelConfig, SegmentationModel, connect_tracking, log_segmentation_model
-from orthoseg.preprocessing import masks_to_canvas, preprocess_radiograph, restore_to_native
+from orthoseg.postprocess import PostprocessConfig, native_masks
+from orthoseg.preprocessing import CanvasTransform, masks_to_canvas, preprocess_radiograph, restore_to_native
 from orthoseg.radiograph import read_radiograph
 from orthoseg.real_check import run_real_check
 from orthoseg.seg_io import read_seg_masks
@@ -80,6 +81,10 @@ class _OracleModel:
 
     def predict_canvas(self, batch: np.ndarray, batch_size: int = 8) -> np.ndarray:
         return np.stack([self._masks[self._key(canvas[0])] for canvas in batch])
+
+    def native_masks(self, probabilities: np.ndarray, transform: CanvasTransform) -> np.ndarray:
+        # The truth has no stray fragments: nothing to clean.
+        return native_masks(probabilities, transform, self.threshold, PostprocessConfig(enabled=False))
 
 
 def _untrained_model(preprocess: PreprocessConfig, seed: int = 0) -> tuple[torch.nn.Module, NetworkConfig]:

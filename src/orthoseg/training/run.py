@@ -160,7 +160,6 @@ def _fit(
     name: str,
     train: CanvasCacheIndex,
     val: CanvasCacheIndex,
-    structures_present: np.ndarray,
     relay_factory: Callable[[Any], ProgressRelay],
 ) -> tuple[dict[str, Any], Any]:
     """Run (or resume) the Ray Train run ``name``; returns rank 0's return value and the latest
@@ -178,7 +177,7 @@ def _fit(
         train=settings.train,
         network=settings.train.network_config(),
         augment=settings.augment,
-        structures_present=tuple(bool(p) for p in structures_present),
+        structures_present=tuple(bool(p) for p in val.structures_present),
         train_images=len(train),
         val_images=len(val),
     )
@@ -336,7 +335,7 @@ def run_training(
             settings.train.epochs,
             settings.train.num_workers,
         )
-        outcome, checkpoint = _fit(settings, name, train, val, val.structures_present, make_relay)
+        outcome, checkpoint = _fit(settings, name, train, val, make_relay)
         network = build_network_from_config(network_config)
         with checkpoint.as_directory() as directory:
             state = read_summary(Path(directory))
