@@ -1,4 +1,6 @@
-"""The native knee as solids: femur, tibia, fibula and patella (cortex around trabecular bone), soft tissue.
+"""The native knee as solids: femur and patella (cortex around trabecular bone), shared shapes and helpers.
+
+The tibia and fibula are in ``anatomy_leg.py``, the soft-tissue envelope in ``anatomy_soft.py``.
 
 Frames (mm): a knee frame K with m medial, a anterior and s superior, origin at the centre of the tibial
 plateau. The tibia is built in K; the femur in its own frame F (origin between the distal condyles,
@@ -97,6 +99,57 @@ class TibiaShape:
     varus_deg: float
 
 
+def arc(x: np.ndarray) -> np.ndarray:
+    """Quarter circle on [0, 1]: 0 at 0 rising to 1 with zero slope (clipped outside)."""
+    x = np.clip(x, 0.0, 1.0)
+    return np.sqrt(1.0 - (1.0 - x) ** 2)
+
+
+def knotted(
+    t: np.ndarray,
+    knots: tuple[tuple[float, float], ...],
+    t_scale: float,
+    v_scale: float,
+    sigma_mm: float = 2.5,
+) -> np.ndarray:
+    """Piecewise-linear profile through ``knots`` (t, value), scaled, then Gaussian-smoothed along t."""
+    pts = sorted(knots)
+    y = np.interp(t, [p[0] * t_scale for p in pts], [p[1] * v_scale for p in pts])
+    dt = float(t[1] - t[0]) if len(t) > 1 else 1.0
+    n = int(3.0 * sigma_mm / dt)
+    if n < 1 or len(t) < 2:
+        return y
+    kernel = np.exp(-0.5 * (np.arange(-n, n + 1) * dt / sigma_mm) ** 2)
+    return np.convolve(np.pad(y, n, mode="edge"), kernel / kernel.sum(), mode="valid")
+
+
+def ml_factor(spec: KneeSpec) -> float:
+    """Mediolateral scale: women's distal femora and tibiae are narrower for their size (lower ML/AP aspect,
+    Chin et al. 2011, Yue et al. 2011), on top of ``bone_scale`` (mean 0.93 women, 1.04 men)."""
+    return spec.bone_scale * (0.975 if spec.female else 1.0)
+
+
+# Distal femur AP outline (half-width, mm, for bone_scale 1) against height above the condyles (mm):
+# broad epicondylar block (~81 mm; 70-76 mm women, 80-88 mm men: Mensch & Amstutz 1975, Yoshioka
+# 1987, Lonner 2008), a concave metaphyseal flare that reaches the shaft (~29 mm, 27-32 mm: Noble 1988)
+# within ~60-80 mm of the joint line.
+FEMUR_HALF_WIDTH = (
+    (6.0, 30.0),
+    (11.0, 38.8),
+    (18.0, 40.6),
+    (25.0, 40.6),
+    (30.0, 39.4),
+    (34.0, 36.4),
+    (38.0, 31.8),
+    (43.0, 27.6),
+    (48.0, 24.8),
+    (58.0, 21.0),
+    (78.0, 17.6),
+    (100.0, 15.6),
+    (130.0, 14.5),
+)
+
+
 def condyle_lobe(
     frame: Frame,
     m: float,
@@ -107,8 +160,14 @@ def condyle_lobe(
     anterior_a: float,
     k: float,
     shrink: float = 0.0,
+    epicondyle: float = 0.0,
 ) -> Lobe:
-    """One femoral condyle: a sagittal circle posteriorly and distally, the trochlea anteriorly."""
+    """One femoral condyle: a sagittal circle posteriorly and distally, the trochlea anteriorly.
+
+    Coronally (AP view) the distal surface is flat, with a rounded outer corner (~9 mm) and a tighter
+    corner on the notch side; the outer side bulges by ``epicondyle`` mm 10-25 mm up (the epicondyle) and
+    the posterior condyle narrows above ~28 mm, under the metaphyseal flare.
+    """
     r = radius - shrink
     posterior_height = 30.0 * k
 
@@ -126,9 +185,24 @@ def condyle_lobe(
         )
 
     t0, t1 = bottom_t + shrink, bottom_t + radius + posterior_height
+    side = 1.0 if m >= 0 else -1.0
+    outer_r, notch_r = 9.0 * k, 6.0 * k
+
+    def edges(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        u = t - t0
+        outer = (half_width - shrink) - outer_r * (1.0 - arc(u / outer_r))
+        if epicondyle:
+            outer = outer + epicondyle * smooth((u - 6.0 * k) / (10.0 * k))
+        inner = -(half_width - shrink) + notch_r * (1.0 - arc(u / notch_r))
+        return outer, inner
+
+    def cm(t: np.ndarray) -> np.ndarray:
+        outer, inner = edges(t)
+        return m + side * 0.5 * (outer + inner)
 
     def rm(t: np.ndarray) -> np.ndarray:
-        return (half_width - shrink) * cap(t, bottom_t + shrink, 15.0 * k, 2.0) * cap(t, t1, -22.0 * k, 2.0)
+        outer, inner = edges(t)
+        return 0.5 * (outer - inner) * (1.0 - smooth((t - bottom_t - 28.0 * k) / (20.0 * k)))
 
     return Lobe(
         frame,
@@ -136,7 +210,7 @@ def condyle_lobe(
             t0,
             t1,
             DT_MM,
-            m,
+            cm,
             lambda t: 0.5 * (a_min(t) + a_max(t)),
             rm,
             lambda t: np.clip(0.5 * (a_max(t) - a_min(t)), 0.0, None),
@@ -145,42 +219,53 @@ def condyle_lobe(
 
 
 def build_femur(spec: KneeSpec, frame: Frame, length_mm: float = 420.0) -> tuple[Bone, FemurShape]:
-    """The femur in its frame F: shaft, metaphysis, two condyles; cortex thick in the shaft."""
+    """The femur in its frame F: shaft, metaphysis, epicondylar block, two condyles.
+
+    AP: a broad trapezoid with rounded corners, a flat distal surface, a shallow intercondylar notch
+    (~20 mm wide, ~25% of the condylar width: notch width index, Souryal 1993) and epicondylar bumps,
+    narrowing quickly to the shaft. The cortex is ~1 mm in the metaphysis and 6-7 mm in the diaphysis
+    (canal ~15 mm), and the cancellous bone gives way to marrow from ~35-85 mm up.
+    """
     k = spec.bone_scale
+    w = ml_factor(spec)
     # The medial condyle reaches further along the anatomical axis (joint line obliquity, aLDFA ~81 deg).
     obliquity = np.tan(np.radians(np.clip(spec.tibiofemoral_base_deg - 3.0, -2.0, 9.0)))
     shape = FemurShape(
-        condyle_m=(20.5 * k, -20.5 * k),
-        condyle_half_width=(13.5 * k, 14.0 * k),
+        condyle_m=(22.5 * w, -22.5 * w),
+        condyle_half_width=(14.8 * w, 15.3 * w),
         condyle_radius=(22.0 * k, 20.5 * k),
         condyle_center_a=-9.0 * k,
         condyle_bottom_t=(-21.0 * k * obliquity, 21.0 * k * obliquity),
         anterior_a=16.0 * k,
-        shaft_radius=13.5 * k,
-        canal_radius=8.0 * k,
+        shaft_radius=14.7 * k,
+        canal_radius=7.8 * k,
     )
     bow = 0.004 * spec.shaft_bow
+    t_base = 4.0 * k
 
     def meta(shrink_fn: object) -> Lobe:
         def rm(t: np.ndarray) -> np.ndarray:
-            width = shape.shaft_radius + (36.0 * k - shape.shaft_radius) * (
-                1 - smooth((t - 24 * k) / (85 * k))
-            )
-            return (width - shrink_fn(t)) * cap(t, 14.0 * k, 24.0 * k, 1.4)  # type: ignore[operator]
+            width = knotted(t, FEMUR_HALF_WIDTH, k, w)
+            width = width + (shape.shaft_radius - 14.5 * w) * smooth((t - 60 * k) / (60 * k))
+            # Notch roof: a low arch between the condyles.
+            return (width - shrink_fn(t)) * cap(t, t_base, 7.0 * k, 1.5)  # type: ignore[operator]
 
         def ra(t: np.ndarray) -> np.ndarray:
+            # Thin (trochlear groove) over the notch, full depth from ~25 mm up.
             depth = shape.shaft_radius + (21.0 * k - shape.shaft_radius) * (
-                1 - smooth((t - 20 * k) / (80 * k))
+                1 - smooth((t - 22 * k) / (70 * k))
             )
-            return (depth - shrink_fn(t)) * cap(t, 14.0 * k, 16.0 * k, 2.0)  # type: ignore[operator]
+            notch = 0.8 + 0.2 * smooth((t - t_base) / (16 * k))
+            return (depth * notch - shrink_fn(t)) * cap(t, t_base, 6.0 * k, 2.0)  # type: ignore[operator]
 
         def ca(t: np.ndarray) -> np.ndarray:
-            return -3.0 * k * (1 - smooth((t - 20 * k) / (80 * k))) + bow * np.clip(t - 60, 0, None) * 4
+            base = -3.0 * k * (1 - smooth((t - 20 * k) / (80 * k))) + bow * np.clip(t - 60, 0, None) * 4
+            return base + 3.0 * k * (1 - smooth((t - t_base) / (16 * k)))
 
-        return Lobe(frame, make_profile(14.0 * k, length_mm, DT_MM, 0.0, ca, rm, ra))
+        return Lobe(frame, make_profile(t_base, length_mm, DT_MM, 0.0, ca, rm, ra))
 
     def cortex(t: np.ndarray) -> np.ndarray:
-        return 1.1 + (shape.shaft_radius - shape.canal_radius - 1.1) * smooth((t - 60 * k) / (70 * k))
+        return 1.0 + (shape.shaft_radius - shape.canal_radius - 1.0) * smooth((t - 30 * k) / (50 * k))
 
     outer = [meta(lambda t: 0.0)]
     inner = [meta(cortex)]
@@ -195,11 +280,12 @@ def build_femur(spec: KneeSpec, frame: Frame, length_mm: float = 420.0) -> tuple
             shape.anterior_a,
             k,
         )
-        outer.append(condyle_lobe(*args))
-        inner.append(condyle_lobe(*args, shrink=1.1))
+        epicondyle = (2.5 if side == 0 else 2.0) * w
+        outer.append(condyle_lobe(*args, epicondyle=epicondyle))
+        inner.append(condyle_lobe(*args, shrink=1.1, epicondyle=epicondyle))
     if spec.osteophytes:
         outer.extend(_osteophytes_femur(spec, frame, shape))
-    bone = Bone("femur", frame, outer, inner, trabecular_until_t=(70 * k, 130 * k), joint_t=0.0)
+    bone = Bone("femur", frame, outer, inner, trabecular_until_t=(35 * k, 85 * k), joint_t=0.0)
     return bone, shape
 
 
@@ -239,126 +325,38 @@ def _osteophytes_femur(spec: KneeSpec, frame: Frame, shape: FemurShape) -> list[
     return lobes
 
 
-def build_tibia(spec: KneeSpec, frame: Frame, length_mm: float = 420.0) -> tuple[Bone, TibiaShape]:
-    """The tibia in K: plateau (posterior slope, slight varus), flared metaphysis, tuberosity, shaft."""
-    k = spec.bone_scale
-    shape = TibiaShape(
-        plateau_half_width=38.0 * k,
-        plateau_half_depth=24.0 * k,
-        plateau_center_a=-4.0 * k,
-        shaft_radius=14.0 * k,
-        canal_radius=7.5 * k,
-        slope_deg=spec.plateau_slope_native_deg,
-        varus_deg=3.0,
-    )
-    top = Plane((np.tan(np.radians(shape.varus_deg)), -np.tan(np.radians(shape.slope_deg)), 1.0), 0.0)
-
-    def main(shrink_fn: object) -> Lobe:
-        def flare(t: np.ndarray) -> np.ndarray:
-            return np.clip((t + 85 * k) / (75 * k), 0.0, 1.0) ** 1.7
-
-        def rm(t: np.ndarray) -> np.ndarray:
-            rim = 1.0 - 0.06 * np.clip((t + 4 * k) / (4 * k), 0, 1) ** 2
-            width = shape.shaft_radius + (shape.plateau_half_width - shape.shaft_radius) * flare(t)
-            return width * rim - shrink_fn(t)  # type: ignore[operator]
-
-        def ra(t: np.ndarray) -> np.ndarray:
-            depth = (shape.shaft_radius + 1.5 * k) + (
-                shape.plateau_half_depth - shape.shaft_radius - 1.5 * k
-            ) * flare(t)
-            return depth - shrink_fn(t)  # type: ignore[operator]
-
-        return Lobe(
-            frame,
-            make_profile(
-                -length_mm, 12.0 * k, DT_MM, 0.0, lambda t: shape.plateau_center_a * flare(t), rm, ra
-            ),
-            (top,),
-        )
-
-    def cortex(t: np.ndarray) -> np.ndarray:
-        return 1.0 + (shape.shaft_radius - shape.canal_radius - 1.0) * smooth((-t - 70 * k) / (60 * k))
-
-    outer = [main(lambda t: 0.0)]
-    inner_main = main(cortex)
-    # Subchondral plate: the cancellous bone stops ~1.8 mm below the articular surface.
-    inner_main.planes = (Plane(top.normal, -1.8 * float(np.linalg.norm(top.normal))),)
-    inner = [inner_main]
-    tuberosity = make_profile(
-        -50 * k,
-        -10 * k,
-        DT_MM,
-        -4.0 * k,
-        lambda t: 10.5 * k + 3.5 * k * np.sin(np.clip((t + 50 * k) / (40 * k), 0, 1) * np.pi),
-        lambda t: 9.0 * k * cap(t, -50 * k, 14 * k) * cap(t, -10 * k, -10 * k),
-        lambda t: 6.5 * k * cap(t, -50 * k, 16 * k) * cap(t, -10 * k, -10 * k),
-    )
-    outer.append(Lobe(frame, tuberosity))
-    if spec.category in ("native", "uka_medial", "uka_lateral"):
-        for m, height in ((4.5 * k, 6.0 * k), (-4.5 * k, 5.0 * k)):
-            for shrink, bucket in ((0.0, outer), (0.8, inner)):
-                spine = make_profile(
-                    -6.0,
-                    height - shrink,
-                    DT_MM,
-                    m,
-                    -2.0 * k,
-                    lambda t, h=height, s=shrink: (
-                        (5.0 * k - s) * np.sqrt(np.clip(1 - (np.maximum(t, 0) / h) ** 1.5, 0, 1))
-                    ),
-                    lambda t, h=height, s=shrink: (
-                        (8.0 * k - s) * np.sqrt(np.clip(1 - (np.maximum(t, 0) / h) ** 2, 0, 1))
-                    ),
-                )
-                bucket.append(Lobe(frame, spine))
-    if spec.osteophytes:
-        size = 1.0 + 1.0 * spec.kl_grade
-        for sign in (1.0, -1.0):
-            base = (sign * (shape.plateau_half_width - 3.0), -2.0, -3.5)
-            outer.append(spur(frame, base, sign * 45.0, 2.3 * size, 1.0 * size, 9.0))
-    return Bone("tibia", frame, outer, inner, trabecular_until_t=(-95 * k, -150 * k), joint_t=0.0), shape
-
-
-def build_fibula(spec: KneeSpec, knee: Frame, length_mm: float = 420.0) -> Bone:
-    """The fibula, posterolateral, head ~15 mm below the plateau."""
-    k = spec.bone_scale
-    frame = knee.child((-31.0 * k, -17.0 * k, 0.0), rotation("a", -2.5))
-
-    def outline(shrink: float) -> Lobe:
-        def r(t: np.ndarray) -> np.ndarray:
-            flare = 1.0 - smooth((-t - 24 * k) / (13 * k))
-            radius = 7.0 * k + 4.5 * k * flare
-            return radius * cap(t, -11 * k, -10 * k, 1.6) - shrink
-
-        return Lobe(frame, make_profile(-length_mm, -11.0 * k, DT_MM, 0.0, 0.0, r, r))
-
-    return Bone("fibula", frame, [outline(0.0)], [outline(2.3 * k)], trabecular_until_t=(-40 * k, -70 * k))
-
-
 def build_patella(spec: KneeSpec, femur: Frame, shape: FemurShape, flexion_deg: float) -> Bone:
-    """The patella on the trochlea; it slides distally and rotates with flexion."""
+    """The patella on the trochlea; it slides distally and rotates with flexion.
+
+    ~43 mm wide, ~40 mm tall and ~21 mm thick (40-45 / 35-42 / 20-25 mm: Baldwin & House 2005,
+    Iranpour 2010): a lens thinning towards its margins, with a thin (~0.5 mm) cortex and sparse
+    cancellous bone, so that on an AP view it is a faint density over the femur rather than a bright blob.
+    """
     k = spec.bone_scale
+    w = ml_factor(spec)
     pivot = np.array([0.0, shape.condyle_center_a, 21.0 * k])
     theta = np.radians(55.0 + 0.8 * flexion_deg)
     center = pivot + 36.0 * k * np.array([0.0, np.sin(theta), np.cos(theta)]) + np.array([3.0 * k, 0.0, 0.0])
     frame = femur.child(center, rotation("m", -0.6 * flexion_deg + 4.0))
     resurfaced = spec.patella_resurfaced
+    half_h = 20.0 * k
 
     def lobe(shrink: float) -> Lobe:
-        half_h = 22.0 * k
-
         def rm(t: np.ndarray) -> np.ndarray:
-            taper = 0.75 + 0.25 * np.clip((t + half_h) / (1.4 * half_h), 0, 1)
+            # Broad rounded base (superior pole), narrower apex (inferior pole).
+            taper = 0.72 + 0.28 * np.clip((t + half_h) / (1.4 * half_h), 0, 1)
             return (
-                (21.0 * k - shrink)
+                (21.5 * w - shrink)
                 * taper
-                * cap(t, -half_h + shrink, 16 * k, 1.5)
-                * cap(-t, -half_h + shrink, 12 * k, 2.0)
+                * cap(t, -half_h + shrink, 14 * k, 1.3)
+                * cap(-t, -half_h + shrink, 12 * k, 1.6)
             )
 
         def ra(t: np.ndarray) -> np.ndarray:
             return (
-                (9.5 * k - shrink) * cap(t, -half_h + shrink, 14 * k, 1.6) * cap(-t, -half_h + shrink, 7 * k)
+                (10.5 * k - shrink)
+                * cap(t, -half_h + shrink, 16 * k, 1.2)
+                * cap(-t, -half_h + shrink, 10 * k, 1.3)
             )
 
         planes = (Plane((0.0, -1.0, 0.0), 3.5 * k),) if resurfaced else ()
@@ -376,49 +374,7 @@ def build_patella(spec: KneeSpec, femur: Frame, shape: FemurShape, flexion_deg: 
             planes,
         )
 
-    return Bone("patella", frame, [lobe(0.0)], [lobe(0.9)])
-
-
-def build_soft_tissue(
-    spec: KneeSpec, knee: Frame, femur: Frame, length_mm: float = 420.0
-) -> tuple[list[Lobe], list[Lobe]]:
-    """Skin envelope (thigh and leg, overlapping smoothly at the knee) and the muscle inside the fat."""
-    s = spec.soft_scale
-    fat = 4.0 + 12.0 * max(s - 0.8, 0.0)
-
-    def thigh(shrink: float) -> Lobe:
-        def grow(t: np.ndarray) -> np.ndarray:
-            return (1 + 0.45 * smooth((t - 30.0) / 220.0)) * cap(t, -70.0, 65.0, 3.0)
-
-        return Lobe(
-            femur,
-            make_profile(
-                -70.0,
-                length_mm,
-                0.5,
-                0.0,
-                lambda t: -4.0 - 10.0 * smooth((t - 20.0) / 150.0),
-                lambda t: (48.0 * s - shrink) * grow(t),
-                lambda t: (45.0 * s - shrink) * grow(t),
-            ),
-        )
-
-    def leg(shrink: float) -> Lobe:
-        def calf(t: np.ndarray) -> np.ndarray:
-            return np.exp(-(((t + 120.0) / 90.0) ** 2))
-
-        top = lambda t: cap(t, 70.0, -65.0, 3.0)  # noqa: E731
-        return Lobe(
-            knee,
-            make_profile(
-                -length_mm,
-                70.0,
-                0.5,
-                0.0,
-                lambda t: -6.0 - 16.0 * calf(t),
-                lambda t: (47.0 * s - shrink) * (1 + 0.1 * calf(t)) * top(t),
-                lambda t: (44.0 * s - shrink) * (1 + 0.35 * calf(t)) * top(t),
-            ),
-        )
-
-    return [thigh(0.0), leg(0.0)], [thigh(fat), leg(fat)]
+    # A cancellous-to-marrow transition spanning far beyond the bone weights its cancellous bone
+    # uniformly at ~0.6 (render.project): sparse trabeculae, no dense subchondral band.
+    sparse = (-400.0 * k, 400.0 * k)
+    return Bone("patella", frame, [lobe(0.0)], [lobe(0.5)], trabecular_until_t=sparse)

@@ -1,14 +1,20 @@
-"""From line integrals to stored 12-bit values: exposure, heel effect, scatter, quantum noise, detector
-blur, log transform and the vendor-style processing of a 'For Presentation' image.
+"""From line integrals to stored 12-bit values: exposure, heel effect, scatter, anti-scatter grid lines,
+vignetting, quantum noise, detector blur, log transform and the vendor-style processing of a 'For
+Presentation' image (multi-scale local contrast and tone curve: ``synth/processing.py``).
 
-Calibration against the real CR radiograph RG3_J2KR.dcm (shared/realdata, distal tibia/fibula, Fuji CR,
-10-bit MONOCHROME1), measured on its presentation values (0-1023):
+The default look follows a clinical DR knee film (shared/realdata/knee_ap_native.png, 0.14 mm, 8 bit):
+air black, soft tissue ~0.1-0.25 of the display range (median ~0.22), bone ~0.5, shaft cortices ~0.75
+over a ~0.5 canal, crisp edges and the limb's overall thickness flattened. A histogram analysis
+(``histogram_anchors``) places soft tissue and bone at ``SOFT_ANCHOR`` / ``BONE_ANCHOR`` on the tone
+curve's axis; the band gains, latitude, tone curve (slope, offset, gamma, black and white levels, a clipped
+bright end) and the acquisition artefacts are randomised per image (``ImageSpec``, drawn in
+``scenario._appearance``), from a mild CR-like to a strong DR-like chain.
 
-* anatomy (neither raw beam nor collimated) spans percentiles 1/25/50/75/99 = 62/338/598/824/1014, so
-  soft tissue sits at ~0.35-0.55 and bone at ~0.8-0.95 of the output range;
-* high-pass noise (value minus 5x5 mean) is 0.15 % of full scale in the raw beam, 0.34 % in soft tissue
-  and 0.45 % in bone (texture included): ``NOISE_TARGET_SOFT`` below;
-* collimated borders are bright (unexposed) and the raw beam is black, as in the simulator.
+Noise is calibrated on the real CR radiograph RG3_J2KR.dcm (shared/realdata, distal tibia/fibula, Fuji
+CR, 10-bit MONOCHROME1): high-pass noise (value minus 5x5 mean) is 0.15 % of full scale in the raw beam,
+0.34 % in soft tissue and 0.45 % in bone (texture included): ``NOISE_TARGET_SOFT`` below. As there,
+collimated borders are bright (unexposed, shuttered) and the raw beam is black. Metal components are a
+flat plateau at full white, above any bone and above radio-opaque cement.
 """
 
 from __future__ import annotations
@@ -18,11 +24,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from orthoseg.synth.processing import Look, histogram_anchors, local_contrast, tone_curve
 from orthoseg.synth.scenario import ImageSpec
 
 STORED_MAX = 4095  # 12 bits stored in 16 allocated
 NOISE_TARGET_SOFT = 0.0034  # RG3_J2KR.dcm soft tissue, fraction of full scale (see module docstring)
-ANATOMY_RANGE = (0.30, 0.95)  # where thin soft tissue (p2) and dense bone (p99.5) land, RG3_J2KR.dcm
+SOFT_ANCHOR, BONE_ANCHOR = 0.2, 0.42  # where the histogram's soft tissue and bone sit on the tone curve
+COLLIMATOR_LEVEL = 0.975  # the collimator's shadow, shuttered to near white (metal alone is full white)
 PHOTONS_OPEN_FIELD = 3500.0  # quanta per 0.1 mm pixel in the raw beam at nominal exposure
 
 
@@ -103,14 +111,6 @@ def gaussian_noise(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarr
     return total.reshape(shape)
 
 
-def _tone_curve(size: int = 4096) -> tuple[np.ndarray, float, float]:
-    """Film-like characteristic curve as a look-up table over normalised values [-0.5, 1.5)."""
-    x = np.linspace(-0.5, 1.5, size, endpoint=False)
-    y = np.where(x > 0.92, 0.92 + 0.08 * np.tanh((x - 0.92) / 0.08), x)
-    y = np.where(y < 0.08, 0.08 * np.exp((y - 0.08) / 0.08), y)
-    return np.clip(np.rint(y * STORED_MAX), 0, STORED_MAX).astype(np.uint16), -0.5, size / 2.0
-
-
 def collimation_margins_px(
     shape: tuple[int, int], spec: ImageSpec, spacing_mm: float
 ) -> tuple[int, int, int, int]:
@@ -129,6 +129,48 @@ def collimation_field(shape: tuple[int, int], spec: ImageSpec, spacing_mm: float
     return field
 
 
+def _beam_gain(shape: tuple[int, int], spec: ImageSpec) -> np.ndarray:
+    """Relative fluence over the detector: heel effect, bilinear (stitched-panel) gain, vignetting and
+    the aliased shadow of an anti-scatter grid; (rows, 1), (1, cols) or (rows, cols), float32."""
+    rows, cols = shape
+    v = (np.arange(rows, dtype=np.float32) / max(rows - 1, 1))[:, None]
+    # Heel effect: the beam is weaker towards the anode side (along the long axis of the film).
+    gain = 1.0 - np.float32(spec.heel_strength) * (v - 0.5)
+    u = (np.arange(cols, dtype=np.float32) / max(cols - 1, 1))[None, :]
+    tl, tr, bl, br = (np.float32(g) for g in spec.stitch_gains)
+    if (tl, tr, bl, br) != (1.0, 1.0, 1.0, 1.0):
+        gain = gain * ((tl + (tr - tl) * u) * (1.0 - v) + (bl + (br - bl) * u) * v)
+    if spec.vignetting > 0:
+        gain = gain * (1.0 - np.float32(spec.vignetting * 2.0) * ((u - 0.5) ** 2 + (v - 0.5) ** 2))
+    if spec.grid_lines_per_cm > 0 and spec.grid_strength > 0:
+        # lines/cm sampled every spacing: what is left is the alias below the detector's Nyquist frequency
+        cycles = spec.grid_lines_per_cm / 10.0 * spec.spacing_mm
+        alias = abs(cycles - round(cycles))
+        n = rows if not spec.grid_vertical else cols
+        phase = 2.0 * np.pi * alias * np.arange(n) + spec.grid_phase
+        stripes = (1.0 - spec.grid_strength * 0.5 * (1.0 + np.cos(phase))).astype(np.float32)
+        gain = gain * (stripes[None, :] if spec.grid_vertical else stripes[:, None])
+    return gain.astype(np.float32)
+
+
+def look_of(spec: ImageSpec) -> Look:
+    """The presentation parameters of ``spec``."""
+    return Look(
+        fine_gain=spec.fine_gain,
+        edge_gain=spec.edge_enhancement,
+        detail_gain=spec.detail_gain,
+        large_gain=spec.large_gain,
+        range_compression=spec.range_compression,
+        contrast_power=spec.contrast_power,
+        tone_slope=spec.tone_slope,
+        tone_offset=spec.tone_offset,
+        tone_gamma=spec.tone_gamma,
+        black_level=spec.black_level,
+        white_level=spec.white_level,
+        clip_point=spec.clip_point,
+    )
+
+
 def expose(
     line: np.ndarray,
     body: np.ndarray,
@@ -143,7 +185,7 @@ def expose(
         line: sum of mu * length per pixel (modified in place).
         body: where rays cross the patient (for the window).
         metal: metal pixels (excluded from the window so that bone keeps its contrast).
-        spec: exposure, scatter, blur, heel, collimation of this image.
+        spec: exposure, scatter, blur, heel, collimation, artefacts and presentation look of this image.
         spacing_mm: detector pixel spacing (mm) for physical blur and photon counts.
         rng: the case's random generator (noise).
     """
@@ -163,15 +205,11 @@ def expose(
     primary[:, :left] *= 0.004
     primary[:, shape[1] - right :] *= 0.004
     primary += scatter
-    # Heel effect: the beam is weaker towards the anode side (along the long axis of the film).
-    heel = (1.0 - spec.heel_strength * (np.arange(rows, dtype=np.float32) / max(rows - 1, 1) - 0.5)).astype(
-        np.float32
-    )
     photons = np.float32(
         PHOTONS_OPEN_FIELD * spec.exposure_scale * (spacing_mm / 0.1) ** 2 / spec.noise_scale**2
     )
     counts = primary
-    counts *= (photons * heel)[:, None]
+    counts *= photons * _beam_gain(shape, spec)
     # Quantum noise (Poisson, as Gaussian) plus a little electronic noise, then the detector's blur.
     noise = np.sqrt(counts + np.float32(0.0004 * photons))
     noise *= gaussian_noise(rng, shape)
@@ -180,46 +218,48 @@ def expose(
     np.maximum(counts, 0.3, out=counts)
     log_image = np.log(counts)
     np.subtract(np.float32(np.log(photons)), log_image, out=log_image)
-    # Vendor processing, multi-scale as "MUSICA"-style chains do: flatten the limb's overall thickness
-    # (~2.5 cm and up), boost bone-sized structures (~0.6 cm), sharpen edges (~1.5 mm). The filters see
-    # the image capped just above the densest bone, and metal gets its excess back afterwards, so it
-    # stays a flat white plateau with razor-sharp edges and no processing halo inside.
+    # Presentation processing (synth/processing.py) on the anatomy scaled to 0..1 (thin skin .. dense
+    # bone). Metal, lead and the collimator shadow are holes the filters do not see; they are painted
+    # back afterwards as a white plateau with sharp edges, above the brightest bone.
     grid = (body & field)[::3, ::3] & ~ndimage.binary_dilation((metal | ~field)[::3, ::3], iterations=2)
     values = log_image[::3, ::3][grid]
     if values.size < 100:
         values = log_image[::3, ::3].ravel()
-    ceiling = np.float32(np.percentile(values, 99.8) + 0.3)
-    excess = np.maximum(log_image - ceiling, 0.0)
-    np.minimum(log_image, ceiling, out=log_image)
-    tissue8 = _downsample((~metal).astype(np.float32), 8)
-    small8 = _downsample(log_image, 8)
-    small16 = _downsample(small8, 2)
-    low = _smooth_wide(small16, 25.0 / spacing_mm, 16, shape, _downsample(tissue8, 2))
-    low -= np.float32(np.median(small16))
-    low *= np.float32(spec.range_compression)
-    middle = _smooth_wide(small8, 6.0 / spacing_mm, 8, shape, tissue8)
-    middle -= log_image
-    middle *= np.float32(-0.6)
-    size = max(3, int(round(1.6 / spacing_mm)) | 1)
-    detail = log_image - ndimage.uniform_filter(log_image, size=size, mode="nearest")
-    detail *= np.float32(spec.edge_enhancement)
-    log_image -= low
-    log_image += middle
-    log_image += detail
-    values = log_image[::3, ::3][grid]
+    low_v, high_v = (float(v) for v in np.percentile(values, (1.0, 99.8)))
+    ceiling = np.float32(high_v + 0.3)
+    excess = log_image - ceiling
+    holes = metal | ~field | (excess > 0)
+    log_image -= np.float32(low_v)
+    log_image *= np.float32(1.0 / max(high_v - low_v, 1e-3))
+    look = look_of(spec)
+    processed = local_contrast(log_image, holes, spacing_mm, look)
+    values = processed[::3, ::3][grid]
     if values.size < 100:
-        values = log_image[::3, ::3].ravel()
-    low_v, high_v = np.percentile(values, (1.0, 99.8))
-    log_image += excess
-    lo_target, hi_target = ANATOMY_RANGE
-    scale = (hi_target - lo_target) / max(float(high_v - low_v), 1e-3)
-    lut, lut_start, lut_scale = _tone_curve()
-    # normalised = lo_target + (value - low_v) * scale; LUT index = (normalised - start) * lut_scale
-    index = log_image
-    index -= np.float32(low_v)
-    index *= np.float32(scale * lut_scale)
-    index += np.float32((lo_target - lut_start) * lut_scale)
-    stored = np.take(lut, index.astype(np.intp), mode="clip")
-    center = STORED_MAX * 0.5 * (lo_target + hi_target)
-    width = STORED_MAX * (hi_target - lo_target) * 1.15
+        values = processed[::3, ::3].ravel()
+    # Histogram analysis: soft tissue -> SOFT_ANCHOR, bone -> BONE_ANCHOR on the tone curve's axis.
+    soft, bone, _ = histogram_anchors(values)
+    lut_start, lut_stop, lut_size = -1.0, 2.0, 4096
+    lut = tone_curve(look, lut_size, lut_start, lut_stop)
+    per_unit = lut_size / (lut_stop - lut_start)
+    index = processed
+    index -= np.float32(soft)
+    index *= np.float32(per_unit * (BONE_ANCHOR - SOFT_ANCHOR) / max(bone - soft, 1e-3))
+    index += np.float32((SOFT_ANCHOR - lut_start) * per_unit)
+    presented = np.take(lut, index.astype(np.intp), mode="clip")
+    white = np.float32(look.white_level)
+    # Dense cement, lead, steel and the collimator shadow go from the brightest bone towards white by
+    # their excess over the bone; under the implant only scatter reaches the film (a level close to the
+    # densest bone), so the components, known exactly, are painted as a flat plateau at full white.
+    paint = np.clip(excess * np.float32(1.0 / 0.6), 0.0, 1.0, out=excess)
+    paint *= (np.float32(1.0) - white) * np.float32(0.85)
+    paint += white
+    np.maximum(presented, paint, out=presented, where=holes)
+    np.maximum(presented, np.float32(COLLIMATOR_LEVEL), out=presented, where=~field)  # shuttered
+    presented[metal] = 1.0
+    presented *= np.float32(STORED_MAX)
+    stored = np.rint(presented).astype(np.uint16)
+    lo_level = float(lut[int((SOFT_ANCHOR - 0.25 - lut_start) * per_unit)])
+    hi_level = float(look.white_level)
+    center = STORED_MAX * 0.5 * (lo_level + hi_level)
+    width = STORED_MAX * (hi_level - lo_level) * 1.15
     return Exposure(stored, (center, width), field)

@@ -7,14 +7,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from orthoseg.labels import BY_NAME
-from orthoseg.synth.anatomy import (
-    Bone,
-    build_femur,
-    build_fibula,
-    build_patella,
-    build_soft_tissue,
-    build_tibia,
-)
+from orthoseg.synth.anatomy import Bone, build_femur, build_patella
+from orthoseg.synth.anatomy_leg import build_fibula, build_tibia
+from orthoseg.synth.anatomy_soft import build_soft_tissue
 from orthoseg.synth.femoral import FemoralBuild, build_femoral
 from orthoseg.synth.geometry import Frame, Lobe, Plane, Polytope, Primitive, make_profile
 from orthoseg.synth.placement import Seating, Support, seat_femur, surface_points

@@ -112,6 +112,27 @@ class ImageSpec:
     center_shift_mm: tuple[float, float]
     texture_seed: int
     knees: tuple[KneeSpec, ...] = field(default_factory=tuple)
+    # Presentation processing, randomised per image (see synth/processing.py). ``range_compression``
+    # (latitude) and ``edge_enhancement`` (gain of the ~0.6-2 mm bands) above belong to it too.
+    fine_gain: float = 1.0
+    detail_gain: float = 2.0
+    large_gain: float = 1.3
+    contrast_power: float = 0.7
+    tone_slope: float = 5.0
+    tone_offset: float = 0.55
+    tone_gamma: float = 1.2
+    black_level: float = 0.01
+    white_level: float = 0.93
+    clip_point: float = 1.5
+    # Acquisition artefacts: anti-scatter grid lines (0 lines/cm = none), vignetting, and a bilinear
+    # exposure gain over the field (top-left, top-right, bottom-left, bottom-right), as stitched or
+    # unevenly calibrated panels show.
+    grid_lines_per_cm: float = 0.0
+    grid_strength: float = 0.0
+    grid_phase: float = 0.0
+    grid_vertical: bool = True
+    vignetting: float = 0.0
+    stitch_gains: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
 
 
 def _rng(config: SynthConfig, *parts: int) -> np.random.Generator:
@@ -284,12 +305,12 @@ def image_spec(index: int, config: SynthConfig) -> ImageSpec:
         kvp=float(rng.uniform(55, 70)),
         exposure_mas=float(rng.uniform(3, 10)),
         exposure_scale=float(rng.lognormal(0.0, 0.25)),
-        noise_scale=float(rng.uniform(0.7, 1.4)),
+        noise_scale=float(rng.uniform(0.6, 1.6)),
         scatter_fraction=float(rng.uniform(0.15, 0.35)),
         blur_px=float(rng.uniform(0.5, 0.7)),
-        range_compression=float(rng.uniform(0.6, 0.8)),
-        edge_enhancement=float(rng.uniform(0.5, 1.1)),
-        heel_strength=float(rng.uniform(0.05, 0.2)),
+        range_compression=float(rng.uniform(0.45, 0.9)),
+        edge_enhancement=float(rng.uniform(1.3, 3.2)),
+        heel_strength=float(rng.uniform(0.0, 0.25)),
         collimation_mm=collimation,  # type: ignore[arg-type]
         marker=marker,
         marker_corner=int(rng.integers(0, 4)),
@@ -297,4 +318,35 @@ def image_spec(index: int, config: SynthConfig) -> ImageSpec:
         center_shift_mm=(float(rng.normal(0, 8)), float(rng.normal(0, 8))),
         texture_seed=int(rng.integers(0, 2**31 - 1)),
         knees=knees,
+        **_appearance(_rng(config, index, 31)),
     )
+
+
+def _appearance(rng: np.random.Generator) -> dict[str, object]:
+    """Domain randomisation of the presentation look and of acquisition artefacts.
+
+    ``strength`` runs from a mild CR-like chain (0) to a strong DR-like one (1, MUSICA / UNIQUE style);
+    the bands, tone curve and levels are jittered around it independently, so that training sees a
+    wider range of looks than any one vendor. Separate random stream: the other draws stay put.
+    """
+    strength = float(rng.beta(2.5, 1.5))
+    grid = rng.random() < 0.25
+    stitched = rng.random() < 0.15
+    return {
+        "fine_gain": float(rng.uniform(0.8, 1.3)),
+        "detail_gain": float(1.2 + 1.8 * strength + rng.normal(0.0, 0.2)),
+        "large_gain": float(rng.uniform(0.8, 1.3)),
+        "contrast_power": float(rng.uniform(0.5, 0.9)),
+        "tone_slope": float(rng.uniform(4.0, 8.0)),
+        "tone_offset": float(rng.uniform(0.3, 0.5)),
+        "tone_gamma": float(np.exp(rng.normal(0.05, 0.15))),
+        "black_level": float(rng.uniform(0.0, 0.04)),
+        "white_level": float(rng.uniform(0.86, 0.95)),
+        "clip_point": float(rng.uniform(0.85, 1.0)) if rng.random() < 0.15 else 1.5,
+        "grid_lines_per_cm": float(rng.uniform(40.0, 80.0)) if grid else 0.0,
+        "grid_strength": float(rng.uniform(0.015, 0.06)) if grid else 0.0,
+        "grid_phase": float(rng.uniform(0.0, 2.0 * np.pi)),
+        "grid_vertical": bool(rng.random() < 0.7),
+        "vignetting": float(rng.uniform(0.05, 0.25)) if rng.random() < 0.3 else 0.0,
+        "stitch_gains": tuple(float(g) for g in rng.uniform(0.85, 1.15, 4)) if stitched else (1.0,) * 4,
+    }
