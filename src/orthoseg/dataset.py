@@ -128,16 +128,26 @@ def read_native_example(store: ObjectStore, image_key: str, label_key: str) -> t
 def decode_example(
     store: ObjectStore, image_key: str, label_key: str, preprocess: PreprocessConfig
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One radiograph and its SEG on the canvas: ((S, S) float32 image, (C, S, S) bool masks).
+    """One radiograph and its SEG on the training canvas: ((S, S) float32 image, (C, S, S) bool masks).
+
+    A film larger than the canvas at the configured spacing is placed on an extended canvas (as
+    inference does) and cut to the ``S`` square around its labelled anatomy, so bones keep the scale
+    the network sees at inference.
 
     Raises:
         DatasetError: when the SEG does not reference the radiograph or its size differs.
     """
-    from orthoseg.preprocessing import masks_to_canvas, preprocess_radiograph
+    from orthoseg.preprocessing import masks_to_canvas, preprocess_radiograph, training_window
 
     radiograph, masks = read_native_example(store, image_key, label_key)
     canvas, transform = preprocess_radiograph(radiograph.pixels, radiograph.pixel_spacing_mm, preprocess)
-    return canvas, masks_to_canvas(masks, transform)
+    canvas_masks = masks_to_canvas(masks, transform)
+    side = preprocess.canvas_px
+    row, column = training_window(canvas_masks, side)
+    return (
+        np.ascontiguousarray(canvas[row : row + side, column : column + side]),
+        np.ascontiguousarray(canvas_masks[:, row : row + side, column : column + side]),
+    )
 
 
 def load_split(

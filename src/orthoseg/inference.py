@@ -445,15 +445,19 @@ class InferenceWorker:
                 }
             )
             prepared.append((key, radiograph, header, canvas, transform))
-        if prepared:
-            canvases = np.stack([p[3] for p in prepared])[:, None]
+        # Films larger than the training canvas get larger canvases: one forward pass per canvas shape.
+        by_shape: dict[tuple[int, ...], list[tuple[str, Any, Any, np.ndarray, Any]]] = {}
+        for item in prepared:
+            by_shape.setdefault(item[3].shape, []).append(item)
+        for group in by_shape.values():
+            canvases = np.stack([p[3] for p in group])[:, None]
             try:
-                probabilities = self.model.predict_canvas(canvases, batch_size=len(prepared))
+                probabilities = self.model.predict_canvas(canvases, batch_size=len(group))
             except Exception as error:
-                for key, *_ in prepared:
+                for key, *_ in group:
                     self._fail(rows[key], error)
-                prepared = []
-            for index, (key, radiograph, header, _, transform) in enumerate(prepared):
+                continue
+            for index, (key, radiograph, header, _, transform) in enumerate(group):
                 try:
                     self._finish(rows[key], radiograph, header, probabilities[index], transform)
                 except Exception as error:

@@ -141,7 +141,8 @@ def check_canvas_fits(config: NetworkConfig, canvas_px: int) -> None:
     factor = config.downsampling_factor
     if canvas_px % factor:
         raise ValueError(
-            f"canvas_px={canvas_px} must be a multiple of {factor} for a {len(config.channels)}-level network"
+            f"a canvas side of {canvas_px} px (canvas_px, canvas_multiple) must be a multiple of {factor} "
+            f"for a {len(config.channels)}-level network"
         )
 
 

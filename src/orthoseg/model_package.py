@@ -224,8 +224,9 @@ class SegmentationModel:
         """Per-structure probabilities for a batch of canvases.
 
         Args:
-            batch: (N, 1, S, S) canvases as made by ``orthoseg.preprocessing.preprocess_radiograph``
-                (float, [0, 1]); S must be the model's ``canvas_px``.
+            batch: (N, 1, H, W) canvases as made by ``orthoseg.preprocessing.preprocess_radiograph``
+                (float, [0, 1]): the model's ``canvas_px`` square, or an extended canvas whose sides
+                are multiples of the network's downsampling factor.
             batch_size: canvases per forward pass (bounds memory).
 
         Returns:
@@ -238,10 +239,12 @@ class SegmentationModel:
         import torch
 
         array = np.asarray(batch, dtype=np.float32)
-        side = self.config.preprocess.canvas_px
-        if array.ndim != 4 or array.shape[1] != 1 or array.shape[2:] != (side, side):
-            raise ValueError(f"expected canvases of shape (N, 1, {side}, {side}); got {array.shape}")
-        outputs = np.empty((array.shape[0], len(self.structure_names), side, side), dtype=np.float32)
+        factor = self.config.network.downsampling_factor
+        if array.ndim != 4 or array.shape[1] != 1 or array.shape[2] % factor or array.shape[3] % factor:
+            raise ValueError(
+                f"expected canvases of shape (N, 1, H, W), H and W multiples of {factor}; got {array.shape}"
+            )
+        outputs = np.empty((array.shape[0], len(self.structure_names), *array.shape[2:]), dtype=np.float32)
         amp = autocast_dtype(self.device)
         with torch.inference_mode():
             for start in range(0, array.shape[0], max(1, batch_size)):
@@ -310,10 +313,10 @@ def log_segmentation_model(
     run = mlflow.active_run()
     if run is None:
         raise RuntimeError("log_segmentation_model needs an active MLflow run (mlflow.start_run())")
-    side = preprocess_config.canvas_px
+    # Canvas sides vary: canvas_px square, or larger for big films (PreprocessConfig.large_films).
     signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 1, side, side))]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, len(STRUCTURE_NAMES), side, side))]),
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 1, -1, -1))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, len(STRUCTURE_NAMES), -1, -1))]),
     )
     entry = Path(__file__).with_name("pyfunc_entry.py")
     with tempfile.TemporaryDirectory(prefix="orthoseg-model-") as tmp:

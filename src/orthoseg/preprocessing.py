@@ -1,4 +1,4 @@
-"""The one radiograph preprocessing (native image -> fixed mm/px canvas) and its exact inverse.
+"""The one radiograph preprocessing (native image -> canvas at a fixed mm per pixel) and its exact inverse.
 
 Training and inference both call these functions, and the ``PreprocessConfig`` is saved with every
 model, so the two can never drift apart.
@@ -25,16 +25,17 @@ class CanvasTransform:
     Attributes:
         native_shape: (rows, columns) of the native image.
         native_spacing_mm: (row, column) spacing of the native image.
-        canvas_px: side of the square canvas.
+        canvas_shape: (rows, columns) of the canvas: ``canvas_px`` square, or larger when a big film
+            is extended at the configured spacing (``PreprocessConfig.large_films``).
         canvas_spacing_mm: mm per canvas pixel (isotropic); larger than the configured spacing only
-            when the film would not otherwise fit on the canvas.
+            when the film would not otherwise fit on the (largest) canvas.
         resized_shape: (rows, columns) the native image occupies on the canvas.
         offset_px: (row, column) of the top-left corner of the image on the canvas.
     """
 
     native_shape: tuple[int, int]
     native_spacing_mm: tuple[float, float]
-    canvas_px: int
+    canvas_shape: tuple[int, int]
     canvas_spacing_mm: float
     resized_shape: tuple[int, int]
     offset_px: tuple[int, int]
@@ -43,22 +44,47 @@ class CanvasTransform:
         return asdict(self)
 
 
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
 def plan_canvas(
-    native_shape: tuple[int, int], native_spacing_mm: tuple[float, float] | None, config: PreprocessConfig
+    native_shape: tuple[int, int],
+    native_spacing_mm: tuple[float, float] | None,
+    config: PreprocessConfig,
+    extend: bool | None = None,
 ) -> CanvasTransform:
-    """Compute where a native image lands on the canvas, preserving physical aspect ratio."""
+    """Compute where a native image lands on the canvas, preserving physical aspect ratio.
+
+    Args:
+        native_shape: (rows, columns) of the film.
+        native_spacing_mm: its (row, column) spacing; None uses ``FALLBACK_SPACING_MM``.
+        config: canvas settings.
+        extend: grow the canvas for a film larger than ``canvas_px`` at ``spacing_mm`` instead of
+            shrinking the film; default ``config.large_films == "extend"``.
+    """
     spacing = native_spacing_mm or (FALLBACK_SPACING_MM, FALLBACK_SPACING_MM)
     extent_mm = (native_shape[0] * spacing[0], native_shape[1] * spacing[1])
-    canvas_spacing = max(config.spacing_mm, max(extent_mm) / config.canvas_px)
-    resized = (
-        min(config.canvas_px, max(1, round(extent_mm[0] / canvas_spacing))),
-        min(config.canvas_px, max(1, round(extent_mm[1] / canvas_spacing))),
+    grow = config.large_films == "extend" if extend is None else extend
+    largest = (
+        (config.max_canvas_px // config.canvas_multiple) * config.canvas_multiple
+        if grow
+        else config.canvas_px
     )
-    offset = ((config.canvas_px - resized[0]) // 2, (config.canvas_px - resized[1]) // 2)
+    canvas_spacing = max(config.spacing_mm, max(extent_mm) / largest)
+    resized = (
+        min(largest, max(1, round(extent_mm[0] / canvas_spacing))),
+        min(largest, max(1, round(extent_mm[1] / canvas_spacing))),
+    )
+    canvas_shape = (
+        max(config.canvas_px, _round_up(resized[0], config.canvas_multiple)),
+        max(config.canvas_px, _round_up(resized[1], config.canvas_multiple)),
+    )
+    offset = ((canvas_shape[0] - resized[0]) // 2, (canvas_shape[1] - resized[1]) // 2)
     return CanvasTransform(
         native_shape=(int(native_shape[0]), int(native_shape[1])),
         native_spacing_mm=(float(spacing[0]), float(spacing[1])),
-        canvas_px=config.canvas_px,
+        canvas_shape=(int(canvas_shape[0]), int(canvas_shape[1])),
         canvas_spacing_mm=float(canvas_spacing),
         resized_shape=resized,
         offset_px=offset,
@@ -85,23 +111,27 @@ def _resize(array: torch.Tensor, shape: tuple[int, int], mode: str) -> torch.Ten
 
 
 def preprocess_radiograph(
-    pixels: np.ndarray, native_spacing_mm: tuple[float, float] | None, config: PreprocessConfig
+    pixels: np.ndarray,
+    native_spacing_mm: tuple[float, float] | None,
+    config: PreprocessConfig,
+    extend: bool | None = None,
 ) -> tuple[np.ndarray, CanvasTransform]:
-    """Bring a presentation-ready radiograph onto the fixed canvas.
+    """Bring a presentation-ready radiograph onto the canvas at the configured mm per pixel.
 
     Args:
         pixels: native image (higher = denser), any numeric dtype.
         native_spacing_mm: (row, column) spacing; None uses ``FALLBACK_SPACING_MM``.
         config: canvas and intensity settings.
+        extend: see ``plan_canvas``.
 
     Returns:
-        The canvas image (``canvas_px`` x ``canvas_px``, float32 in [0, 1], zero padding) and the
+        The canvas image (``transform.canvas_shape``, float32 in [0, 1], zero padding) and the
         transform that ``restore_to_native`` inverts.
     """
-    transform = plan_canvas(pixels.shape[-2:], native_spacing_mm, config)
+    transform = plan_canvas(pixels.shape[-2:], native_spacing_mm, config, extend)
     normalized = torch.from_numpy(normalize_intensity(pixels, config))[None, None]
     resized = _resize(normalized, transform.resized_shape, "bilinear")[0, 0]
-    canvas = torch.zeros((config.canvas_px, config.canvas_px), dtype=torch.float32)
+    canvas = torch.zeros(transform.canvas_shape, dtype=torch.float32)
     r0, c0 = transform.offset_px
     canvas[r0 : r0 + transform.resized_shape[0], c0 : c0 + transform.resized_shape[1]] = resized
     return canvas.numpy(), transform
@@ -111,14 +141,50 @@ def masks_to_canvas(masks: np.ndarray, transform: CanvasTransform) -> np.ndarray
     """Resample native (C, H, W) binary masks onto the canvas (area-weighted, threshold 0.5)."""
     tensor = torch.from_numpy(np.asarray(masks, dtype=np.float32))[None]
     resized = _resize(tensor, transform.resized_shape, "bilinear")[0]
-    canvas = torch.zeros((masks.shape[0], transform.canvas_px, transform.canvas_px), dtype=torch.float32)
+    canvas = torch.zeros((masks.shape[0], *transform.canvas_shape), dtype=torch.float32)
     r0, c0 = transform.offset_px
     canvas[:, r0 : r0 + transform.resized_shape[0], c0 : c0 + transform.resized_shape[1]] = resized
     return (canvas >= 0.5).numpy()
 
 
+def training_window(masks: np.ndarray, side: int) -> tuple[int, int]:
+    """Top-left corner of the ``side`` square a training example is cut to from an extended canvas.
+
+    Centred on the labelled anatomy (all structures' pixels); when that is wider or taller than the
+    window (two knees on a standing film), on the half of it holding the most labelled pixels, so one
+    knee is seen whole. A canvas no larger than ``side`` gives (0, 0).
+
+    Args:
+        masks: (C, H, W) canvas masks.
+        side: window side in canvas pixels.
+    """
+    rows, cols = masks.shape[-2:]
+    anatomy = np.asarray(masks, dtype=bool).any(axis=0)
+    corner = []
+    for axis, size in ((0, rows), (1, cols)):
+        if size <= side:
+            corner.append(0)
+            continue
+        profile = anatomy.sum(axis=1 - axis).astype(np.float64)
+        present = np.flatnonzero(profile)
+        if present.size == 0:
+            corner.append((size - side) // 2)
+            continue
+        first, last = int(present[0]), int(present[-1])
+        if last - first + 1 > side:
+            middle = (first + last) // 2
+            low, high = profile[:middle].sum(), profile[middle:].sum()
+            part = np.arange(first, middle) if low >= high else np.arange(middle, last + 1)
+            weights = profile[part]
+            centre = float((part * weights).sum() / max(weights.sum(), 1.0))
+        else:
+            centre = 0.5 * (first + last)
+        corner.append(int(np.clip(round(centre - side / 2), 0, size - side)))
+    return corner[0], corner[1]
+
+
 def restore_to_native(canvas_maps: np.ndarray, transform: CanvasTransform) -> np.ndarray:
-    """Invert ``preprocess_radiograph`` for per-channel maps: (C, canvas, canvas) -> (C, H, W).
+    """Invert ``preprocess_radiograph`` for per-channel maps: (C, canvas rows, canvas columns) -> (C, H, W).
 
     Probabilities are interpolated bilinearly, so thresholding after restoring gives smooth edges at
     native resolution. Binary input comes back as float in [0, 1].

@@ -17,8 +17,17 @@ class PreprocessConfig(BaseModel):
 
     Attributes:
         spacing_mm: canvas pixel size in millimetres (isotropic).
-        canvas_px: canvas side in pixels (square).
+        canvas_px: canvas side in pixels (square): the training window, and the smallest canvas.
         clip_percentiles: intensity window, as lower and upper percentiles of the native image.
+        large_films: what happens to a film whose field is larger than the canvas (clinical cassettes
+            are 24x30 to 35x43 cm, standing films longer): ``extend`` keeps ``spacing_mm`` and grows
+            the canvas (in steps of ``canvas_multiple``, up to ``max_canvas_px`` per side), so the
+            network sees bones at the scale it was trained on; training then cuts a ``canvas_px``
+            window around the labelled anatomy. ``shrink`` scales the whole film onto the square
+            canvas (bones appear smaller than in training).
+        max_canvas_px: largest canvas side with ``extend``; beyond it the spacing grows.
+        canvas_multiple: extended canvas sides are multiples of this (the network's downsampling
+            factor must divide it).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -26,6 +35,19 @@ class PreprocessConfig(BaseModel):
     spacing_mm: float = Field(default=1.0, gt=0.01, le=10.0)
     canvas_px: int = Field(default=256, ge=32, le=4096)
     clip_percentiles: tuple[float, float] = (0.5, 99.5)
+    large_films: Literal["extend", "shrink"] = "extend"
+    max_canvas_px: int = Field(default=1536, ge=32, le=8192)
+    canvas_multiple: int = Field(default=32, ge=1, le=512)
+
+    @model_validator(mode="after")
+    def _check_canvas_sizes(self) -> PreprocessConfig:
+        if self.canvas_px % self.canvas_multiple:
+            raise ValueError(
+                f"canvas_px={self.canvas_px} must be a multiple of canvas_multiple={self.canvas_multiple}"
+            )
+        if self.max_canvas_px < self.canvas_px:
+            raise ValueError(f"max_canvas_px={self.max_canvas_px} is smaller than canvas_px={self.canvas_px}")
+        return self
 
 
 class TrainConfig(BaseModel):

@@ -95,7 +95,11 @@ def test_loading_refuses_tampered_weights_and_bad_batches(network: torch.nn.Modu
     save_model_artifacts(tmp_path, network, NetworkConfig(channels=CHANNELS), PREPROCESS)
     model = SegmentationModel.from_directory(tmp_path, device="cpu")
     with pytest.raises(ValueError, match="expected canvases"):
-        model.predict_canvas(np.zeros((1, 1, 32, 32), dtype=np.float32))
+        model.predict_canvas(np.zeros((1, 1, 30, 32), dtype=np.float32))  # not a multiple of 4
+    with pytest.raises(ValueError, match="expected canvases"):
+        model.predict_canvas(np.zeros((1, 2, 32, 32), dtype=np.float32))
+    # An extended canvas (a film larger than the training canvas) keeps its shape.
+    assert model.predict_canvas(np.zeros((1, 1, 96, 64), dtype=np.float32)).shape == (1, 7, 96, 64)
     weights = tmp_path / WEIGHTS_FILE
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from orthoseg.preprocessing import masks_to_canvas, plan_canvas, preprocess_radiograph, restore_to_native
+from orthoseg.preprocessing import (
+    masks_to_canvas,
+    plan_canvas,
+    preprocess_radiograph,
+    restore_to_native,
+    training_window,
+)
 from orthoseg.settings import PreprocessConfig
 
 
@@ -16,10 +22,54 @@ def test_fixed_mm_per_pixel_when_the_film_fits() -> None:
     assert transform.offset_px == (28, 48)
 
 
-def test_large_films_are_scaled_to_fit_and_keep_aspect() -> None:
-    transform = plan_canvas((2000, 1000), (0.2, 0.2), PreprocessConfig(spacing_mm=1.0, canvas_px=256))
+def test_large_films_shrink_to_the_canvas_when_asked_and_keep_aspect() -> None:
+    config = PreprocessConfig(spacing_mm=1.0, canvas_px=256, large_films="shrink")
+    transform = plan_canvas((2000, 1000), (0.2, 0.2), config)
     assert transform.canvas_spacing_mm == pytest.approx(400 / 256)
     assert transform.resized_shape == (256, 128)
+    assert transform.canvas_shape == (256, 256)
+
+
+def test_large_films_extend_the_canvas_at_the_trained_spacing() -> None:
+    # A 43 cm film at 0.2 mm: bones must keep the scale of training (1 mm per canvas pixel).
+    config = PreprocessConfig(spacing_mm=1.0, canvas_px=256, canvas_multiple=32)
+    transform = plan_canvas((2150, 1000), (0.2, 0.2), config)
+    assert transform.canvas_spacing_mm == pytest.approx(1.0)
+    assert transform.resized_shape == (430, 200)
+    assert transform.canvas_shape == (448, 256)  # rows rounded up to a multiple of 32; columns at least 256
+    canvas, _ = preprocess_radiograph(np.ones((2150, 1000), np.float32), (0.2, 0.2), config)
+    assert canvas.shape == (448, 256)
+
+
+def test_extension_stops_at_the_largest_canvas() -> None:
+    config = PreprocessConfig(spacing_mm=1.0, canvas_px=256, max_canvas_px=512)
+    transform = plan_canvas((7000, 2000), (0.2, 0.2), config)  # a 1.4 m long-leg film
+    assert transform.canvas_spacing_mm == pytest.approx(1400 / 512)
+    assert transform.canvas_shape == (512, 256)
+
+
+def test_training_window_is_centred_on_the_labelled_anatomy() -> None:
+    masks = np.zeros((7, 448, 256), dtype=bool)
+    masks[0, 300:400, 60:200] = True
+    row, column = training_window(masks, 256)
+    assert (row, column) == (448 - 256, 0)  # clamped to the canvas, anatomy inside the window
+    assert masks[:, row : row + 256].sum() == masks.sum()
+
+
+def test_training_window_keeps_one_knee_whole_on_a_two_knee_film() -> None:
+    masks = np.zeros((7, 256, 640), dtype=bool)
+    masks[0, 50:200, 40:200] = True  # right knee, larger
+    masks[1, 50:200, 440:580] = True  # left knee
+    row, column = training_window(masks, 256)
+    assert row == 0
+    assert masks[0, :, column : column + 256].sum() == masks[0].sum()
+
+
+def test_invalid_canvas_sizes_are_refused() -> None:
+    with pytest.raises(ValueError, match="multiple of canvas_multiple"):
+        PreprocessConfig(canvas_px=100, canvas_multiple=32)
+    with pytest.raises(ValueError, match="smaller than canvas_px"):
+        PreprocessConfig(canvas_px=256, max_canvas_px=128)
 
 
 def test_intensities_land_in_unit_range_and_padding_is_zero() -> None:
@@ -40,6 +90,7 @@ def test_restore_inverts_the_canvas_mapping() -> None:
     masks[5, 700:1100, 100:400] = True
     config = PreprocessConfig(spacing_mm=0.5, canvas_px=512)
     _, transform = preprocess_radiograph(np.zeros((1200, 900), np.float32), (0.15, 0.15), config)
+    assert transform.canvas_shape == (512, 512)
     restored = restore_to_native(masks_to_canvas(masks, transform).astype(np.float32), transform) >= 0.5
     assert restored.shape == masks.shape
     for channel in (0, 5):

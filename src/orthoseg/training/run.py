@@ -280,6 +280,7 @@ def run_training(
     version = resolve_dataset_version(settings, dataset_version)
     network_config = settings.train.network_config()
     check_canvas_fits(network_config, settings.preprocess.canvas_px)
+    check_canvas_fits(network_config, settings.preprocess.canvas_multiple)  # extended canvases
     name = ray_run_name(settings, version)
 
     client = connect_tracking(settings)
