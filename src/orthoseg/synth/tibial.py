@@ -169,7 +169,7 @@ def _uka(spec: KneeSpec, knee: Frame, shape: TibiaShape, k: float, rng: np.rando
     """Half tray on one plateau: fixed-bearing (keel) or mobile-bearing (flat tray with a wall)."""
     medial = spec.category == "uka_medial"
     sign = 1.0 if medial else -1.0
-    m0 = sign * 18.0 * k
+    m0 = sign * 21.0 * k  # under the femoral runner (condyle centres at 22.5 mm, anatomy.FemurShape)
     frame = knee.child(
         (m0, 0.3 * shape.plateau_center_a, -6.0 * k + sign * -np.tan(np.radians(shape.varus_deg)) * m0),
         rotation("a", spec.tibial_varus_valgus_deg) @ rotation("m", spec.tibial_slope_deg),
