@@ -149,9 +149,10 @@ def build_dx_dataset(
     ds.StudyID = identity.study_id
     ds.SeriesNumber = identity.series_number
     ds.InstanceNumber = identity.instance_number
-    # Image at the patient's left is the viewer's right (AP); lateral: anterior to the viewer's left/right.
+    # Image at the patient's left is the viewer's right (AP). Lateral: the camera's columns run toward
+    # anterior for a right knee and toward posterior for a left one (case.knee_camera).
     if view == "LAT":
-        ds.PatientOrientation = ["A", "F"] if laterality == "L" else ["P", "F"]
+        ds.PatientOrientation = ["A", "F"] if laterality == "R" else ["P", "F"]
     else:
         ds.PatientOrientation = ["L", "F"]
     ds.ImageLaterality = laterality

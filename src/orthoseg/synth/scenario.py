@@ -283,7 +283,8 @@ def image_spec(index: int, config: SynthConfig) -> ImageSpec:
     else:
         spacing = max(spacing, need_long_mm / config.image_px)
         rows, columns = config.image_px, round(config.image_px * aspect)
-    flexion = float(rng.uniform(0.0, 8.0)) if view == "AP" else float(rng.uniform(15.0, 40.0))
+    # Lateral films are taken at 20-45 deg of flexion (standing APs nearly straight).
+    flexion = float(rng.uniform(0.0, 8.0)) if view == "AP" else float(rng.uniform(20.0, 45.0))
     collimation = tuple(float(v) for v in (rng.uniform(0, 25, 4) * (rng.random(4) < 0.5)))
     marker = "none" if rng.random() < 0.1 else ("LR" if bilateral else side)
     calibration = str(rng.choice(["none", "sphere", "ruler"], p=[0.7, 0.2, 0.1]))

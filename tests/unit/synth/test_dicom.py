@@ -156,3 +156,24 @@ def test_fast_seg_matches_highdicom_build_seg(small_cases: list[SynthCase]) -> N
     )
     assert fast.PixelData == reference.PixelData
     assert np.array_equal(read_seg_masks(seg_to_bytes(reference))[0], read_seg_masks(seg_to_bytes(fast))[0])
+
+
+def test_patient_orientation_matches_the_anatomy() -> None:
+    """Columns run toward the patient's left on AP; on a lateral, toward the side the patella is on."""
+    from orthoseg.labels import BY_NAME
+    from orthoseg.synth.case import generate_case
+
+    config = SynthConfig(count=8, seed=5, image_px=256, views=("LAT",), category_weights={"native": 1.0})
+    seen = set()
+    for index in range(8):
+        case = generate_case(index, config)
+        columns = np.arange(case.masks.shape[2])
+        patella, femur = case.masks[BY_NAME["patella"].channel], case.masks[BY_NAME["femur"].channel]
+        if not patella.any():
+            continue
+        patella_column = float((patella.sum(0) * columns).sum() / patella.sum())
+        femur_column = float((femur.sum(0) * columns).sum() / femur.sum())
+        expected = "A" if patella_column > femur_column else "P"
+        assert case.dataset.PatientOrientation[0] == expected, (index, case.dataset.ImageLaterality)
+        seen.add(str(case.dataset.ImageLaterality))
+    assert seen == {"L", "R"}
