@@ -393,6 +393,7 @@ class InferenceWorker:
             view_position=radiograph.view_position,
             columns_toward_patient_left=_columns_toward_patient_left(header),
             config=self.config.measurement,
+            pixels=radiograph.pixels,
         )
         seg = build_seg(
             header,

@@ -1,0 +1,133 @@
+"""Lines and extents of the implant components on the image (what the angles and categories use).
+
+* ``condylar_line`` (AP, femoral component): the line tangent to the distal surfaces of both condyles
+  (the edge of the lower convex hull that spans the component's middle).
+* ``tray_line`` (AP and lateral, tibial component): a robust line fit through the top edge of the tray
+  (outliers such as a hinge post are trimmed).
+* ``cut_axis`` (lateral, femoral component): the component's proximal-distal axis from the orientation of
+  its bone-facing edges (anterior, distal and posterior cuts are parallel or perpendicular to it).
+* ``extent_along``: how far a mask reaches along a direction (stem length, tray width).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import ndimage
+
+from orthoseg.measure.geometry import Spacing, normal_of, points_mm, theil_sen, unit
+
+
+def _profile(points: np.ndarray, along: np.ndarray, across: np.ndarray, step: float, top: bool):
+    """Per bin across: the extreme coordinate along ``along`` (max if ``top`` else min)."""
+    u = points @ across
+    v = points @ along
+    bins = np.floor((u - u.min()) / step).astype(np.int64)
+    order = np.argsort(bins, kind="stable")
+    bins, u, v = bins[order], u[order], v[order]
+    uniq, first = np.unique(bins, return_index=True)
+    ext = (np.maximum if top else np.minimum).reduceat(v, first)
+    centre = u.min() + (uniq + 0.5) * step
+    return centre, ext
+
+
+def extent_along(mask: np.ndarray, spacing: Spacing, direction: np.ndarray) -> tuple[float, float] | None:
+    """(low, high) 1st/99th percentile of the mask's coordinate along ``direction`` (mm), None if empty."""
+    points = points_mm(mask, spacing)
+    if len(points) == 0:
+        return None
+    v = points @ unit(direction)
+    low, high = np.percentile(v, [1.0, 99.0])
+    return float(low), float(high)
+
+
+def condylar_line(mask: np.ndarray, spacing: Spacing, up: np.ndarray) -> np.ndarray | None:
+    """Unit direction of the distal condylar tangent of a femoral component on AP (None if not found).
+
+    Args:
+        mask: femoral component mask.
+        spacing: pixel spacing (mm).
+        up: proximal direction of the femur (mm coordinates).
+    """
+    points = points_mm(mask, spacing)
+    if len(points) < 50:
+        return None
+    up = unit(up)
+    across = normal_of(up)
+    step = min(spacing)
+    u, v = _profile(points, up, across, step, top=False)
+    if len(u) < 10:
+        return None
+    middle = (u.min() + u.max()) / 2
+    # Lower convex hull (v minimal) of the profile, monotone chain over u.
+    hull: list[int] = []
+    for i in range(len(u)):
+        while len(hull) >= 2:
+            a, b = hull[-2], hull[-1]
+            if (u[b] - u[a]) * (v[i] - v[a]) - (v[b] - v[a]) * (u[i] - u[a]) <= 0:
+                hull.pop()
+            else:
+                break
+        hull.append(i)
+    for a, b in zip(hull[:-1], hull[1:], strict=True):
+        if u[a] <= middle <= u[b] and u[b] - u[a] > 0.2 * (u.max() - u.min()):
+            return unit(across * (u[b] - u[a]) + up * (v[b] - v[a]))
+    return None
+
+
+def tray_line(mask: np.ndarray, spacing: Spacing, up: np.ndarray, trim_mm: float = 0.6) -> np.ndarray | None:
+    """Unit direction of the top edge of a tibial tray (AP or lateral), None when too small.
+
+    The top edge (the most proximal component pixel of each column across the limb) is fitted over the
+    middle 90% of the tray's width with a robust line (a hinge post or a rim is trimmed away).
+    """
+    points = points_mm(mask, spacing)
+    if len(points) < 50:
+        return None
+    up = unit(up)
+    across = normal_of(up)
+    u, v = _profile(points, up, across, min(spacing), top=True)
+    span = u.max() - u.min()
+    keep = (u > u.min() + 0.05 * span) & (u < u.max() - 0.05 * span)
+    if keep.sum() < 10:
+        return None
+    u, v = u[keep], v[keep]
+    # The tray top is the highest flat run: drop anything far below the upper envelope (notches, gaps).
+    upper = v >= np.percentile(v, 20) - 2.0
+    _, slope = theil_sen(u[upper], v[upper], trim_mm=trim_mm)
+    return unit(across + slope * up)
+
+
+def cut_axis(
+    component: np.ndarray, bone: np.ndarray, spacing: Spacing, up: np.ndarray, sigma_px: float = 1.0
+) -> np.ndarray | None:
+    """Proximal axis of a femoral component on a lateral view, from its bone-facing edges.
+
+    The cut surfaces (anterior, distal, posterior) are parallel or perpendicular to the component's axis:
+    the orientations of the component's edge where it meets bone (or cement) are folded modulo 90 degrees
+    and the strongest orientation (histogram peak) closest to ``up`` is the axis.
+    """
+    if np.count_nonzero(component) < 50:
+        return None
+    smooth = ndimage.gaussian_filter(component.astype(np.float32), sigma_px)
+    gr = ndimage.sobel(smooth, axis=0) / spacing[0]
+    gc = ndimage.sobel(smooth, axis=1) / spacing[1]
+    grown = ndimage.binary_dilation(component, iterations=2)
+    edge = grown & ~component & bone
+    edge = ndimage.binary_dilation(edge, iterations=1) & (np.hypot(gr, gc) > 0)
+    if np.count_nonzero(edge) < 20:
+        return None
+    r, c = gr[edge], gc[edge]
+    weight = np.hypot(r, c)
+    base = math.atan2(float(up[1]), float(up[0]))
+    theta = np.degrees(np.arctan2(c, r) - base)
+    folded = (theta + 45.0) % 90.0 - 45.0
+    bins = np.arange(-45.0, 45.25, 0.25)
+    hist, _ = np.histogram(folded, bins=bins, weights=weight)
+    hist = ndimage.gaussian_filter1d(np.concatenate([hist, hist, hist]), 4)[len(hist) : 2 * len(hist)]
+    peak = float(bins[int(np.argmax(hist))] + 0.125)
+    near = np.abs(((folded - peak) + 45.0) % 90.0 - 45.0) <= 3.0
+    offset = peak + float(np.average(((folded[near] - peak) + 45.0) % 90.0 - 45.0, weights=weight[near]))
+    angle = base + math.radians(offset)
+    return np.array([math.cos(angle), math.sin(angle)])

@@ -1,0 +1,92 @@
+"""Thresholds of every measurement rule in one pydantic model (millimetres and degrees unless named)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class MeasurementConfig(BaseModel):
+    """Thresholds of the measurement rules; nothing in ``orthoseg.measure`` hides another constant.
+
+    Attributes:
+        min_bone_area_mm2: femur or tibia smaller than this counts as not found.
+        min_component_area_mm2: smallest area that counts as an implant component being present.
+        min_cement_area_mm2: smallest cement area that counts as cement being present.
+        stem_extent_mm: a tibial component reaching further than this below its top is stemmed (revision);
+            primary keels and pegs reach ~15-50 mm.
+        uka_width_fraction: a tibial component narrower than this fraction of the tibia at tray level is
+            unicompartmental (AP view).
+        uka_femoral_height_mm: on a lateral view, a femoral component shorter than this along the femur
+            (no anterior flange) is unicompartmental.
+        stem_cement_band_mm: cement within this distance of the stem, deeper than ``stem_cement_depth_mm``
+            below the tray, counts as a cemented stem (else a stemmed component with tray cement is hybrid).
+        stem_cement_depth_mm: depth below the tray top from which cement counts as stem cement.
+        min_stem_cement_width_mm: stem cement area per mm of stem (both sides together) from which a
+            stemmed component counts as fully cemented rather than hybrid.
+        overlap_fraction_max: femur and tibia overlapping more than this fraction of the smaller one are not
+            a plausible knee.
+        axis_start_mm: shaft midpoints are taken from this distance from the joint line outward.
+        axis_min_start_mm: when the film shows too little shaft beyond ``axis_start_mm`` the first level
+            moves toward the joint, but never closer than this (the axis is then flagged as short).
+        axis_step_mm: spacing of the shaft levels (cuts perpendicular to the axis).
+        axis_min_length_mm: an axis needs at least this much fitted shaft, else it is refused.
+        axis_width_fraction: levels narrower than this fraction of the median shaft width are dropped
+            (film edge, collimation, the bone's own end).
+        axis_max_residual_mm: RMS distance of the midpoints from the fitted line above which the axis is
+            flagged (curved or broken mask).
+        tibiofemoral_plausible_deg: |tibiofemoral angle| above this on AP is implausible (flagged).
+        component_angle_plausible_deg: alpha/beta/delta farther than this from 90 degrees are flagged.
+        flexion_plausible_deg: |gamma| above this is flagged.
+        line_profile_mm: length of each intensity profile into the bone, from the interface.
+        line_step_mm: sampling step along a profile.
+        line_reference_mm: (start, end) distance of the bone reference level along a profile.
+        line_search_mm: a lucent band must start within this distance of the interface.
+        line_min_contrast: smallest dip (bone reference minus band minimum) in units of the image's local
+            noise that counts as a line.
+        line_level: a sample is inside the band when below ``dip + line_level * (reference - dip)``.
+        line_profile_spacing_mm: interface points closer than this are thinned out.
+        line_min_profiles: a zone needs at least this many valid profiles, else its width is None.
+        line_zone_quantile: quantile of the per-profile widths reported as the zone's width.
+        line_present_mm: a zone with a line at least this wide counts as having a line.
+        line_flag_mm: a zone at least this wide raises the line flag.
+        tray_zone_depth_mm: interface points of the tibial component deeper than this below the tray's
+            underside belong to the stem zones (or the tip zone when facing distally).
+        joint_band_fraction: each compartment's gap is read over this central share of its half-width.
+        joint_space_max_mm: gaps above this are implausible (flagged and not reported).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_bone_area_mm2: float = Field(default=1000.0, ge=0)
+    min_component_area_mm2: float = Field(default=100.0, ge=0)
+    min_cement_area_mm2: float = Field(default=20.0, ge=0)
+    stem_extent_mm: float = Field(default=60.0, gt=0)
+    uka_width_fraction: float = Field(default=0.6, gt=0, lt=1)
+    uka_femoral_height_mm: float = Field(default=40.0, gt=0)
+    stem_cement_band_mm: float = Field(default=4.0, gt=0)
+    stem_cement_depth_mm: float = Field(default=25.0, gt=0)
+    min_stem_cement_width_mm: float = Field(default=2.0, ge=0)
+    overlap_fraction_max: float = Field(default=0.5, gt=0, le=1)
+    axis_start_mm: float = Field(default=50.0, ge=0)
+    axis_min_start_mm: float = Field(default=30.0, ge=0)
+    axis_step_mm: float = Field(default=2.0, gt=0)
+    axis_min_length_mm: float = Field(default=15.0, gt=0)
+    axis_width_fraction: float = Field(default=0.8, gt=0, le=1)
+    axis_max_residual_mm: float = Field(default=1.5, gt=0)
+    tibiofemoral_plausible_deg: float = Field(default=25.0, gt=0)
+    component_angle_plausible_deg: float = Field(default=20.0, gt=0)
+    flexion_plausible_deg: float = Field(default=25.0, gt=0)
+    line_profile_mm: float = Field(default=6.0, gt=0)
+    line_step_mm: float = Field(default=0.05, gt=0)
+    line_reference_mm: tuple[float, float] = (4.5, 6.0)
+    line_search_mm: float = Field(default=0.6, ge=0)
+    line_min_contrast: float = Field(default=3.0, ge=0)
+    line_level: float = Field(default=0.5, gt=0, lt=1)
+    line_profile_spacing_mm: float = Field(default=0.5, gt=0)
+    line_min_profiles: int = Field(default=8, ge=1)
+    line_zone_quantile: float = Field(default=0.5, ge=0, le=1)
+    line_present_mm: float = Field(default=1.0, ge=0)
+    line_flag_mm: float = Field(default=2.0, ge=0)
+    tray_zone_depth_mm: float = Field(default=6.0, gt=0)
+    joint_band_fraction: float = Field(default=0.6, gt=0, le=1)
+    joint_space_max_mm: float = Field(default=30.0, gt=0)

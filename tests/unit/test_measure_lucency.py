@@ -1,0 +1,68 @@
+"""Radiolucent lines of known width recovered from drawn intensity profiles and a drawn interface."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from orthoseg.measure.config import MeasurementConfig
+from orthoseg.measure.lucency import frame_for, profile_width, zone_widths
+
+CONFIG = MeasurementConfig()
+
+
+def _profile(width_mm: float, step: float = CONFIG.line_step_mm, rim_mm: float = 0.8) -> np.ndarray:
+    """Bone at 100, a lucent band of ``width_mm`` at 40 from the interface, then a sclerotic rim at 130."""
+    x = np.arange(0.0, CONFIG.line_profile_mm + 1e-9, step)
+    profile = np.full(x.shape, 100.0)
+    profile[x < width_mm + rim_mm] = 130.0
+    profile[x < width_mm] = 40.0
+    return profile
+
+
+@pytest.mark.parametrize("width", [0.5, 1.0, 1.7, 2.5, 3.0])
+def test_width_of_a_drawn_band(width: float) -> None:
+    assert profile_width(_profile(width), noise=2.0, config=CONFIG) == pytest.approx(width, abs=0.06)
+
+
+def test_no_band_and_noise_only_give_zero() -> None:
+    flat = np.full(121, 100.0)
+    assert profile_width(flat, noise=2.0, config=CONFIG) == 0.0
+    rng = np.random.default_rng(0)
+    noisy = 100.0 + rng.normal(0.0, 1.0, 121)
+    assert profile_width(noisy, noise=2.0, config=CONFIG) == 0.0
+
+
+def test_band_away_from_the_interface_is_not_a_line() -> None:
+    profile = np.full(121, 100.0)
+    profile[40:60] = 40.0  # starts 2 mm into the bone
+    assert profile_width(profile, noise=2.0, config=CONFIG) == 0.0
+
+
+def _tray_scene(width_mm: float, spacing: float = 0.2) -> tuple[np.ndarray, ...]:
+    """A tibial tray (metal) on a tibia, a lucent band of ``width_mm`` under its medial half only."""
+    shape = (300, 400)
+    rows = np.arange(shape[0])[:, None] * np.ones(shape[1])[None]
+    cols = np.ones(shape[0])[:, None] * np.arange(shape[1])[None]
+    tray = (rows >= 100) & (rows < 115) & (cols >= 50) & (cols < 350)
+    tibia = (rows >= 100) & (cols >= 40) & (cols < 360)
+    pixels = np.where(tibia, 100.0, 10.0)
+    below = (rows - 115) * spacing
+    medial = cols >= 200
+    pixels[(below >= 0) & (below < width_mm) & medial & tibia] = 45.0
+    pixels[(below >= width_mm) & (below < width_mm + 0.8) & medial & tibia] = 130.0
+    pixels[tray] = 250.0
+    return pixels, tray, tibia
+
+
+@pytest.mark.parametrize("width", [0.8, 1.5, 2.4])
+def test_tray_zone_widths_from_a_drawn_interface(width: float) -> None:
+    spacing = 0.2
+    pixels, tray, tibia = _tray_scene(width, spacing)
+    # Distal is +rows; medial is +columns; the joint above the tray.
+    frame = frame_for(
+        "tibia", "AP", np.array([1.0, 0.0]), np.array([0.0, 1.0]), np.array([100 * spacing, 200 * spacing])
+    )
+    widths = zone_widths(pixels, tray, tibia, tray, (spacing, spacing), frame, CONFIG)
+    assert widths["tibia_1M"] == pytest.approx(width, abs=0.25)
+    assert widths["tibia_1L"] == pytest.approx(0.0, abs=0.05)
