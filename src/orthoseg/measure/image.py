@@ -15,7 +15,7 @@ from orthoseg.measure.lucency import frame_for, zone_widths
 from orthoseg.measure.result import AP_ZONES, LATERAL_ZONES, QUALITY_FLAGS, ImageMeasurements
 from orthoseg.measure.sides import anterior_side, is_lateral_view, medial_side
 
-_CH = {name: structure(name).channel for name in STRUCTURE_NAMES}
+CHANNEL = {name: structure(name).channel for name in STRUCTURE_NAMES}
 
 
 def structure_areas_px(masks: np.ndarray) -> dict[str, int]:
@@ -45,82 +45,91 @@ class _Record:
         self.flags.append(f"{name}:{reason}")
 
 
-def _axes(masks: np.ndarray, spacing: Spacing, config: MeasurementConfig, rec: _Record):
-    femur, tibia = masks[_CH["femur"]], masks[_CH["tibia"]]
+def _axes(masks: np.ndarray, spacing: Spacing, config: MeasurementConfig, record: _Record):
+    femur, tibia = masks[CHANNEL["femur"]], masks[CHANNEL["tibia"]]
     centre, up = joint_centre(femur, tibia, spacing)
-    fa = fit_shaft_axis(femur, spacing, centre, up, config)
-    ta = fit_shaft_axis(tibia, spacing, centre, -up, config)
-    for name, axis, key in (("femur_axis", fa, "femur_axis_deg"), ("tibia_axis", ta, "tibia_axis_deg")):
+    femur_axis = fit_shaft_axis(femur, spacing, centre, up, config)
+    tibia_axis = fit_shaft_axis(tibia, spacing, centre, -up, config)
+    for name, axis, key in (
+        ("femur_axis", femur_axis, "femur_axis_deg"),
+        ("tibia_axis", tibia_axis, "tibia_axis_deg"),
+    ):
         if axis is None:
-            rec.flag(name, "too little shaft visible to fit")
+            record.flag(name, "too little shaft visible to fit")
             continue
-        rec.values[key] = angle_from_vertical_deg(axis.direction)
+        record.values[key] = angle_from_vertical_deg(axis.direction)
         if axis.short:
-            rec.flag(name, f"short shaft (fit from {axis.start_mm:.0f} mm)")
+            record.flag(name, f"short shaft (fit from {axis.start_mm:.0f} mm)")
         if axis.residual_mm > config.axis_max_residual_mm:
-            rec.flag(name, f"midpoints off the line by {axis.residual_mm:.1f} mm RMS")
-    return centre, up, fa, ta
+            record.flag(name, f"midpoints off the line by {axis.residual_mm:.1f} mm RMS")
+    return centre, up, femur_axis, tibia_axis
 
 
-def _check(rec: _Record, key: str, value: float | None, limit: float, centre: float = 0.0) -> None:
+def _check(record: _Record, key: str, value: float | None, limit: float, centre: float = 0.0) -> None:
     if value is None:
         return
-    rec.values[key] = value
+    record.values[key] = value
     if abs(value - centre) > limit:
-        rec.flag(key, f"implausible ({value:.1f})")
+        record.flag(key, f"implausible ({value:.1f})")
 
 
-def _ap_angles(masks, spacing, fa: ShaftAxis | None, ta: ShaftAxis | None, medial, config, rec) -> None:
-    if fa is not None and ta is not None:
-        value = angles.tibiofemoral_deg(fa.direction, -ta.direction, medial)
-        _check(rec, "tibiofemoral_angle_deg", value, config.tibiofemoral_plausible_deg)
-    present = rec.values.get("implant_type") not in ("native", "unknown")
+def _ap_angles(
+    masks, spacing, femur_axis: ShaftAxis | None, tibia_axis: ShaftAxis | None, medial, config, record
+) -> None:
+    if femur_axis is not None and tibia_axis is not None:
+        value = angles.tibiofemoral_deg(femur_axis.direction, -tibia_axis.direction, medial)
+        _check(record, "tibiofemoral_angle_deg", value, config.tibiofemoral_plausible_deg)
+    present = record.values.get("implant_type") not in ("native", "unknown")
     if not present:
         return
-    femoral, tibial = masks[_CH["femoral_component"]], masks[_CH["tibial_component"]]
-    if fa is not None and np.any(femoral):
-        if str(rec.values["implant_type"]).startswith("uka"):
-            rec.flag("femoral_component_angle_deg", "single-condyle component: no condylar line")
+    femoral, tibial = masks[CHANNEL["femoral_component"]], masks[CHANNEL["tibial_component"]]
+    if femur_axis is not None and np.any(femoral):
+        if str(record.values["implant_type"]).startswith("uka"):
+            record.flag("femoral_component_angle_deg", "single-condyle component: no condylar line")
         else:
-            line = components.condylar_line(femoral, spacing, fa.direction)
+            line = components.condylar_line(femoral, spacing, femur_axis.direction)
             if line is None:
-                rec.flag("femoral_component_angle_deg", "condylar tangent not found")
+                record.flag("femoral_component_angle_deg", "condylar tangent not found")
             else:
-                value = angles.alpha_deg(fa.direction, line, medial)
-                _check(rec, "femoral_component_angle_deg", value, config.component_angle_plausible_deg, 90.0)
-    if ta is not None and np.any(tibial):
-        line = components.tray_line(tibial, spacing, -ta.direction)
+                value = angles.alpha_deg(femur_axis.direction, line, medial)
+                _check(
+                    record, "femoral_component_angle_deg", value, config.component_angle_plausible_deg, 90.0
+                )
+    if tibia_axis is not None and np.any(tibial):
+        line = components.tray_line(tibial, spacing, -tibia_axis.direction)
         if line is not None:
-            value = angles.beta_deg(ta.direction, line, medial)
-            _check(rec, "tibial_component_angle_deg", value, config.component_angle_plausible_deg, 90.0)
+            value = angles.beta_deg(tibia_axis.direction, line, medial)
+            _check(record, "tibial_component_angle_deg", value, config.component_angle_plausible_deg, 90.0)
 
 
-def _lateral_angles(masks, spacing, fa, ta, anterior, config, rec) -> None:
-    femoral, tibial = masks[_CH["femoral_component"]], masks[_CH["tibial_component"]]
-    if fa is not None and np.any(femoral):
-        axis = components.cut_axis(femoral, masks[_CH["femur"]] | masks[_CH["cement"]], spacing, fa.direction)
+def _lateral_angles(masks, spacing, femur_axis, tibia_axis, anterior, config, record) -> None:
+    femoral, tibial = masks[CHANNEL["femoral_component"]], masks[CHANNEL["tibial_component"]]
+    if femur_axis is not None and np.any(femoral):
+        axis = components.cut_axis(
+            femoral, masks[CHANNEL["femur"]] | masks[CHANNEL["cement"]], spacing, femur_axis.direction
+        )
         if axis is None:
-            rec.flag("femoral_flexion_angle_deg", "component edges not found")
+            record.flag("femoral_flexion_angle_deg", "component edges not found")
         else:
-            value = angles.gamma_deg(fa.direction, axis, anterior)
-            _check(rec, "femoral_flexion_angle_deg", value, config.flexion_plausible_deg)
-    if ta is not None and np.any(tibial):
-        line = components.tray_line(tibial, spacing, -ta.direction)
+            value = angles.gamma_deg(femur_axis.direction, axis, anterior)
+            _check(record, "femoral_flexion_angle_deg", value, config.flexion_plausible_deg)
+    if tibia_axis is not None and np.any(tibial):
+        line = components.tray_line(tibial, spacing, -tibia_axis.direction)
         if line is not None:
-            value = angles.delta_deg(ta.direction, line, anterior)
-            _check(rec, "tibial_slope_angle_deg", value, config.component_angle_plausible_deg, 90.0)
+            value = angles.delta_deg(tibia_axis.direction, line, anterior)
+            _check(record, "tibial_slope_angle_deg", value, config.component_angle_plausible_deg, 90.0)
 
 
-def _lines(pixels, masks, spacing, view, centre, up, side, config, rec) -> None:
-    metal = masks[_CH["femoral_component"]] | masks[_CH["tibial_component"]]
-    cement = masks[_CH["cement"]] & ~masks[_CH["patella"]]
+def _lines(pixels, masks, spacing, view, centre, up, side, config, record) -> None:
+    metal = masks[CHANNEL["femoral_component"]] | masks[CHANNEL["tibial_component"]]
+    cement = masks[CHANNEL["cement"]] & ~masks[CHANNEL["patella"]]
     zones = AP_ZONES if view == "AP" else LATERAL_ZONES
     prefix = "line_ap_" if view == "AP" else "line_lat_"
     sums: dict[str, float] = {}
     present_all: list[str] = []
     widths_all: list[float] = []
     for bone, comp, away in (("femur", "femoral_component", up), ("tibia", "tibial_component", -up)):
-        component = masks[_CH[comp]]
+        component = masks[CHANNEL[comp]]
         if not np.any(component):
             continue
         from scipy import ndimage
@@ -128,11 +137,11 @@ def _lines(pixels, masks, spacing, view, centre, up, side, config, rec) -> None:
         reach = max(1, int(round(4.0 / min(spacing))))
         implant = component | (cement & ndimage.binary_dilation(component, iterations=reach))
         frame = frame_for(bone, view, away, side, centre)
-        widths = zone_widths(pixels, implant, masks[_CH[bone]], metal, spacing, frame, config)
+        widths = zone_widths(pixels, implant, masks[CHANNEL[bone]], metal, spacing, frame, config)
         own = [z for z in zones if z.startswith(bone)]
         for zone in own:
             if zone in widths:
-                rec.values[f"{prefix}{zone}_mm"] = widths[zone]
+                record.values[f"{prefix}{zone}_mm"] = widths[zone]
         measured = [widths[z] for z in own if z in widths]
         if measured:
             sums[bone] = float(sum(measured))
@@ -140,17 +149,17 @@ def _lines(pixels, masks, spacing, view, centre, up, side, config, rec) -> None:
             if len(measured) >= 2 and all(w >= config.line_present_mm for w in measured):
                 present_all.append(bone)
     if "femur" in sums:
-        rec.values["line_femoral_sum_mm"] = round(sums["femur"], 2)
+        record.values["line_femoral_sum_mm"] = round(sums["femur"], 2)
     if "tibia" in sums:
-        rec.values["line_tibial_sum_mm"] = round(sums["tibia"], 2)
+        record.values["line_tibial_sum_mm"] = round(sums["tibia"], 2)
     if widths_all:
-        rec.values["line_max_mm"] = max(widths_all)
+        record.values["line_max_mm"] = max(widths_all)
         reasons = []
         if max(widths_all) >= config.line_flag_mm:
             reasons.append("wide")
         if present_all:
             reasons.append("all_zones:" + ",".join(present_all))
-        rec.values["line_flag"] = "; ".join(reasons) or None
+        record.values["line_flag"] = "; ".join(reasons) or None
 
 
 def measure_image(
@@ -184,71 +193,73 @@ def measure_image(
     masks = np.asarray(masks).astype(bool, copy=False)
     if masks.ndim != 3 or masks.shape[0] != NUM_STRUCTURES:
         raise ValueError(f"masks must have shape ({NUM_STRUCTURES}, H, W); got {masks.shape}")
-    rec = _Record()
-    rec.values.update(structure_areas_px(masks))
+    record = _Record()
+    record.values.update(structure_areas_px(masks))
     if pixel_spacing_mm is not None:
-        rec.values.update(structure_areas_mm2(masks, pixel_spacing_mm))
+        record.values.update(structure_areas_mm2(masks, pixel_spacing_mm))
         spacing = (float(pixel_spacing_mm[0]), float(pixel_spacing_mm[1]))
     else:
-        rec.image_flags.add("no_pixel_spacing")
-        rec.notes.append(f"no pixel spacing: mm-based rules use a nominal {FALLBACK_SPACING_MM} mm")
+        record.image_flags.add("no_pixel_spacing")
+        record.notes.append(f"no pixel spacing: mm-based rules use a nominal {FALLBACK_SPACING_MM} mm")
         spacing = (FALLBACK_SPACING_MM, FALLBACK_SPACING_MM)
-    _measure(masks, spacing, laterality, view_position, columns_toward_patient_left, config, pixels, rec)
-    flags = rec.image_flags | ({"partial"} if rec.flags else set())
-    rec.values["quality_flag"] = next((f for f in QUALITY_FLAGS[1:] if f in flags), "ok")
-    rec.values["measurement_flags"] = "; ".join(rec.flags)
-    rec.values["quality_notes"] = "; ".join(rec.notes)
-    return ImageMeasurements(**rec.values)  # type: ignore[arg-type]
+    _measure(masks, spacing, laterality, view_position, columns_toward_patient_left, config, pixels, record)
+    flags = record.image_flags | ({"partial"} if record.flags else set())
+    record.values["quality_flag"] = next((f for f in QUALITY_FLAGS[1:] if f in flags), "ok")
+    record.values["measurement_flags"] = "; ".join(record.flags)
+    record.values["quality_notes"] = "; ".join(record.notes)
+    return ImageMeasurements(**record.values)  # type: ignore[arg-type]
 
 
-def _measure(masks, spacing, laterality, view_position, columns_left, config, pixels, rec: _Record) -> None:
+def _measure(
+    masks, spacing, laterality, view_position, columns_left, config, pixels, record: _Record
+) -> None:
     pixel_area = spacing[0] * spacing[1]
-    femur, tibia = masks[_CH["femur"]], masks[_CH["tibia"]]
+    femur, tibia = masks[CHANNEL["femur"]], masks[CHANNEL["tibia"]]
     femur_mm2 = np.count_nonzero(femur) * pixel_area
     tibia_mm2 = np.count_nonzero(tibia) * pixel_area
     if femur_mm2 < config.min_bone_area_mm2 or tibia_mm2 < config.min_bone_area_mm2:
-        rec.image_flags.add("no_knee_found")
-        rec.notes.append(
+        record.image_flags.add("no_knee_found")
+        record.notes.append(
             f"femur {femur_mm2:.0f} mm², tibia {tibia_mm2:.0f} mm² "
             f"(each needs {config.min_bone_area_mm2:.0f})"
         )
         return
     overlap = np.count_nonzero(femur & tibia) / min(np.count_nonzero(femur), np.count_nonzero(tibia))
     if overlap > config.overlap_fraction_max:
-        rec.image_flags.add("implausible_anatomy")
-        rec.notes.append(f"femur and tibia overlap on {overlap:.0%} of the smaller bone")
+        record.image_flags.add("implausible_anatomy")
+        record.notes.append(f"femur and tibia overlap on {overlap:.0%} of the smaller bone")
         return
     if laterality.strip().upper() == "B":
-        rec.image_flags.add("bilateral_film")
-        rec.notes.append("both knees on one film: not measured as one knee")
+        record.image_flags.add("bilateral_film")
+        record.notes.append("both knees on one film: not measured as one knee")
         return
     lateral_view = is_lateral_view(view_position)
     view = "LAT" if lateral_view else "AP"
-    centre, up, fa, ta = _axes(masks, spacing, config, rec)
+    centre, up, femur_axis, tibia_axis = _axes(masks, spacing, config, record)
     if lateral_view:
-        side = anterior_side(up, femur, masks[_CH["patella"]], tibia, masks[_CH["fibula"]], spacing)
+        side = anterior_side(up, femur, masks[CHANNEL["patella"]], tibia, masks[CHANNEL["fibula"]], spacing)
     else:
-        side = medial_side(laterality, columns_left, up, tibia, masks[_CH["fibula"]], spacing)
+        side = medial_side(laterality, columns_left, up, tibia, masks[CHANNEL["fibula"]], spacing)
     if side is None:
-        rec.flag("side", "medial/anterior side undecidable")
-    down = ta.direction if ta is not None else -up
+        record.flag("side", "medial/anterior side undecidable")
+    down = tibia_axis.direction if tibia_axis is not None else -up
     medial = None if (side is None or lateral_view) else side.direction
     call = classify(masks, spacing, down, medial, lateral_view, config)
-    rec.values["implant_type"] = call.category
-    rec.values["fixation"] = call.fixation
-    rec.values["category_evidence"] = "; ".join(f"{k}={v}" for k, v in call.evidence.items())
-    rec.values["tibial_component_extent_mm"] = call.evidence.get("tibial_extent_mm")
-    rec.values["tibial_component_width_fraction"] = call.evidence.get("tray_width_fraction")
+    record.values["implant_type"] = call.category
+    record.values["fixation"] = call.fixation
+    record.values["category_evidence"] = "; ".join(f"{k}={v}" for k, v in call.evidence.items())
+    record.values["tibial_component_extent_mm"] = call.evidence.get("tibial_extent_mm")
+    record.values["tibial_component_width_fraction"] = call.evidence.get("tray_width_fraction")
     if side is None:
         return
     if lateral_view:
-        _lateral_angles(masks, spacing, fa, ta, side.direction, config, rec)
+        _lateral_angles(masks, spacing, femur_axis, tibia_axis, side.direction, config, record)
     else:
-        _ap_angles(masks, spacing, fa, ta, side.direction, config, rec)
-        tib_up = -ta.direction if ta is not None else up
+        _ap_angles(masks, spacing, femur_axis, tibia_axis, side.direction, config, record)
+        tib_up = -tibia_axis.direction if tibia_axis is not None else up
         medial_gap, lateral_gap = joint_spaces(
-            femur | masks[_CH["femoral_component"]],
-            tibia | masks[_CH["tibial_component"]],
+            femur | masks[CHANNEL["femoral_component"]],
+            tibia | masks[CHANNEL["tibial_component"]],
             spacing,
             centre,
             tib_up,
@@ -257,12 +268,12 @@ def _measure(masks, spacing, laterality, view_position, columns_left, config, pi
         )
         for key, value in (("joint_space_medial_mm", medial_gap), ("joint_space_lateral_mm", lateral_gap)):
             if value is None:
-                rec.flag(key, "no gap found")
+                record.flag(key, "no gap found")
             else:
-                rec.values[key] = round(value, 2)
+                record.values[key] = round(value, 2)
     if call.category == "native":
         return
     if pixels is None:
-        rec.notes.append("no pixels: radiolucent lines not measured")
+        record.notes.append("no pixels: radiolucent lines not measured")
         return
-    _lines(np.asarray(pixels), masks, spacing, view, centre, up, side.direction, config, rec)
+    _lines(np.asarray(pixels), masks, spacing, view, centre, up, side.direction, config, record)
