@@ -52,23 +52,20 @@ def plan_canvas(
     native_shape: tuple[int, int],
     native_spacing_mm: tuple[float, float] | None,
     config: PreprocessConfig,
-    extend: bool | None = None,
 ) -> CanvasTransform:
     """Compute where a native image lands on the canvas, preserving physical aspect ratio.
 
     Args:
         native_shape: (rows, columns) of the film.
         native_spacing_mm: its (row, column) spacing; None uses ``FALLBACK_SPACING_MM``.
-        config: canvas settings.
-        extend: grow the canvas for a film larger than ``canvas_px`` at ``spacing_mm`` instead of
-            shrinking the film; default ``config.large_films == "extend"``.
+        config: canvas settings; ``large_films`` decides whether a film larger than ``canvas_px`` at
+            ``spacing_mm`` grows the canvas or is shrunk onto it.
     """
     spacing = native_spacing_mm or (FALLBACK_SPACING_MM, FALLBACK_SPACING_MM)
     extent_mm = (native_shape[0] * spacing[0], native_shape[1] * spacing[1])
-    grow = config.large_films == "extend" if extend is None else extend
     largest = (
         (config.max_canvas_px // config.canvas_multiple) * config.canvas_multiple
-        if grow
+        if config.large_films == "extend"
         else config.canvas_px
     )
     canvas_spacing = max(config.spacing_mm, max(extent_mm) / largest)
@@ -114,7 +111,6 @@ def preprocess_radiograph(
     pixels: np.ndarray,
     native_spacing_mm: tuple[float, float] | None,
     config: PreprocessConfig,
-    extend: bool | None = None,
 ) -> tuple[np.ndarray, CanvasTransform]:
     """Bring a presentation-ready radiograph onto the canvas at the configured mm per pixel.
 
@@ -122,13 +118,12 @@ def preprocess_radiograph(
         pixels: native image (higher = denser), any numeric dtype.
         native_spacing_mm: (row, column) spacing; None uses ``FALLBACK_SPACING_MM``.
         config: canvas and intensity settings.
-        extend: see ``plan_canvas``.
 
     Returns:
         The canvas image (``transform.canvas_shape``, float32 in [0, 1], zero padding) and the
         transform that ``restore_to_native`` inverts.
     """
-    transform = plan_canvas(pixels.shape[-2:], native_spacing_mm, config, extend)
+    transform = plan_canvas(pixels.shape[-2:], native_spacing_mm, config)
     normalized = torch.from_numpy(normalize_intensity(pixels, config))[None, None]
     resized = _resize(normalized, transform.resized_shape, "bilinear")[0, 0]
     canvas = torch.zeros(transform.canvas_shape, dtype=torch.float32)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
 from orthoseg.labels import NUM_STRUCTURES, STRUCTURE_NAMES, structure
 from orthoseg.measure import angles, components
@@ -11,7 +12,7 @@ from orthoseg.measure.category import classify
 from orthoseg.measure.config import MeasurementConfig
 from orthoseg.measure.geometry import Spacing, angle_from_vertical_deg
 from orthoseg.measure.joint_space import joint_spaces
-from orthoseg.measure.lucency import frame_for, zone_widths
+from orthoseg.measure.lucency import frame_for, image_noise, zone_widths
 from orthoseg.measure.result import AP_ZONES, LATERAL_ZONES, QUALITY_FLAGS, ImageMeasurements
 from orthoseg.measure.sides import anterior_side, is_lateral_view, medial_side
 
@@ -128,16 +129,15 @@ def _lines(pixels, masks, spacing, view, centre, up, side, config, record) -> No
     sums: dict[str, float] = {}
     present_all: list[str] = []
     widths_all: list[float] = []
+    noise = image_noise(pixels)
     for bone, comp, away in (("femur", "femoral_component", up), ("tibia", "tibial_component", -up)):
         component = masks[CHANNEL[comp]]
         if not np.any(component):
             continue
-        from scipy import ndimage
-
         reach = max(1, int(round(4.0 / min(spacing))))
         implant = component | (cement & ndimage.binary_dilation(component, iterations=reach))
         frame = frame_for(bone, view, away, side, centre)
-        widths = zone_widths(pixels, implant, masks[CHANNEL[bone]], metal, spacing, frame, config)
+        widths = zone_widths(pixels, implant, masks[CHANNEL[bone]], metal, spacing, frame, config, noise)
         own = [z for z in zones if z.startswith(bone)]
         for zone in own:
             if zone in widths:

@@ -118,6 +118,7 @@ def zone_widths(
     spacing: Spacing,
     frame: InterfaceFrame,
     config: MeasurementConfig,
+    noise: float | None = None,
 ) -> dict[str, float]:
     """Radiolucent-line width (mm) per zone along one component's interface.
 
@@ -129,6 +130,7 @@ def zone_widths(
         spacing: pixel spacing (mm).
         frame: the component's anatomical directions.
         config: ``line_*`` thresholds.
+        noise: the film's noise level (``image_noise(pixels)``), when the caller has it already.
     """
     solid = ndimage.binary_fill_holes(implant)
     edge = ndimage.binary_dilation(solid) & ~solid & bone & ~metal
@@ -157,7 +159,7 @@ def zone_widths(
     profiles = ndimage.map_coordinates(
         pixels.astype(np.float32), [pr[valid].ravel(), pc[valid].ravel()], order=1
     ).reshape(int(valid.sum()), len(steps))
-    noise = image_noise(pixels)
+    noise = image_noise(pixels) if noise is None else noise
     points = np.stack([rows[valid] * spacing[0], cols[valid] * spacing[1]], axis=1)
     normals = normals[valid]
     depth_all = (points - frame.origin) @ frame.away

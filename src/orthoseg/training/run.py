@@ -279,8 +279,8 @@ def run_training(
     started = time.perf_counter()
     version = resolve_dataset_version(settings, dataset_version)
     network_config = settings.train.network_config()
-    check_canvas_fits(network_config, settings.preprocess.canvas_px)
-    check_canvas_fits(network_config, settings.preprocess.canvas_multiple)  # extended canvases
+    # canvas_px is a multiple of canvas_multiple (PreprocessConfig): this covers square and extended canvases.
+    check_canvas_fits(network_config, settings.preprocess.canvas_multiple)
     name = ray_run_name(settings, version)
 
     client = connect_tracking(settings)
