@@ -40,8 +40,19 @@ def _int_hash(*parts: object) -> int:
     return int.from_bytes(hashlib.sha256("|".join(map(str, parts)).encode()).digest()[:8], "little")
 
 
-def knee_camera(spec: ImageSpec, side: str, spacing_mm: float, column_offset_mm: float) -> Camera:
-    """The camera of one knee: view, leg rotation and a slight in-plane tilt, sharing the image grid."""
+def knee_camera(
+    spec: ImageSpec,
+    side: str,
+    spacing_mm: float,
+    column_offset_mm: float,
+    tray_normal: np.ndarray | None = None,
+) -> Camera:
+    """The camera of one knee: view, leg rotation and a slight in-plane tilt, sharing the image grid.
+
+    With ``spec.beam_along_tray`` and the tray's underside normal (knee coordinates), the beam is tilted
+    about the film's horizontal axis until it runs along the tray's underside (plus the radiographer's
+    miss), as for fluoroscopically positioned follow-up films.
+    """
     sigma = 1.0 if side == "R" else -1.0
     if spec.view == "AP":
         e_u, beam = np.array([sigma, 0.0, 0.0]), np.array([0.0, -1.0, 0.0])
@@ -50,6 +61,12 @@ def knee_camera(spec: ImageSpec, side: str, spacing_mm: float, column_offset_mm:
     e_v = np.array([0.0, 0.0, -1.0])
     turn = rotation("t", spec.rotation_deg * sigma)
     e_u, beam = turn @ e_u, turn @ beam
+    if spec.beam_along_tray and tray_normal is not None:
+        normal = np.asarray(tray_normal, dtype=np.float64)
+        phi = np.arctan(-float(normal @ beam) / float(normal @ e_v)) + np.radians(
+            spec.beam_alignment_error_deg
+        )
+        beam, e_v = np.cos(phi) * beam + np.sin(phi) * e_v, -np.sin(phi) * beam + np.cos(phi) * e_v
     # Lateral films are framed with the femur and the tibia leaning equally from vertical.
     tilt = np.radians(spec.tilt_deg + (0.5 * spec.flexion_deg * sigma if spec.view == "LAT" else 0.0))
     e_u, e_v = np.cos(tilt) * e_u + np.sin(tilt) * e_v, -np.sin(tilt) * e_u + np.cos(tilt) * e_v
@@ -93,8 +110,10 @@ def render_case(
         if spec.bilateral:
             offset = (-0.5 if knee.side == "R" else 0.5) * KNEE_SEPARATION_MM
         seed = _int_hash(config.seed, spec.patient_key, knee.side, "design")
-        scenes.append(build_knee(knee, spec.flexion_deg, seed))
-        cameras.append(knee_camera(spec, knee.side, spacing_obj, offset))
+        scene = build_knee(knee, spec.flexion_deg, seed)
+        scenes.append(scene)
+        tray_normal = scene.tibial.frame.direction((0.0, 0.0, 1.0)) if scene.tibial is not None else None
+        cameras.append(knee_camera(spec, knee.side, spacing_obj, offset, tray_normal))
     rng = np.random.default_rng([config.seed & 0xFFFFFFFF, spec.index, 29])
     texture = texture_field((spec.rows, spec.columns), rng, spacing_obj)
     projection = project(scenes, cameras, texture, bone_factor=config.bone_subsample)
@@ -144,7 +163,10 @@ def generate_case(index: int, config: SynthConfig) -> SynthCase:
         exposure_mas=spec.exposure_mas,
         series_description=f"KNEE {spec.view}" + (" BILATERAL STANDING" if spec.bilateral else ""),
     )
-    knees = [knee_truth(scene, camera, spec.view) for scene, camera in zip(scenes, cameras, strict=True)]
+    metal = masks[BY_NAME["femoral_component"].channel] | masks[BY_NAME["tibial_component"].channel]
+    knees = [
+        knee_truth(scene, camera, spec.view, metal) for scene, camera in zip(scenes, cameras, strict=True)
+    ]
     spacing_obj = round(spec.spacing_mm / spec.magnification, 4)
     truth: dict[str, Any] = {
         "schema": TRUTH_SCHEMA,

@@ -53,6 +53,9 @@ class KneeScene:
         femoral, tibial: implant builds (None for a native knee or the unreplaced side).
         seating: contact points of the femur on the tibial side.
         lucency_mm: the radiolucent-line width of every interface region (mm).
+        interface_normals: unit normal (knee coordinates) of every planar interface region; anchor
+            mantles (cylinders, seen edge-on at their silhouette from any side) are absent.
+        interface_probes: a thin layer where each region's line would lie (never rendered).
     """
 
     spec: KneeSpec
@@ -66,6 +69,8 @@ class KneeScene:
     tibial: TibialBuild | None
     seating: Seating
     lucency_mm: dict[str, float] = field(default_factory=dict)
+    interface_normals: dict[str, np.ndarray] = field(default_factory=dict)
+    interface_probes: dict[str, Solid] = field(default_factory=dict)
 
 
 def _points(lobes: list[Lobe]) -> np.ndarray:
@@ -159,8 +164,10 @@ def build_knee(spec: KneeSpec, flexion_deg: float, seed: int) -> KneeScene:
         if build is not None:
             solids.extend(build.metal)
     lucency: dict[str, float] = {}
+    normals: dict[str, np.ndarray] = {}
+    probes: dict[str, Solid] = {}
     if femoral is not None or tibial is not None:
-        solids.extend(_interfaces(spec, femur, tibia, femoral, tibial, lucency))
+        solids.extend(_interfaces(spec, femur, tibia, femoral, tibial, lucency, normals, probes))
     if spec.patella_resurfaced:
         cut = patella.outer[0].planes[0]
         solids.append(
@@ -185,6 +192,8 @@ def build_knee(spec: KneeSpec, flexion_deg: float, seed: int) -> KneeScene:
         tibial,
         seating,
         lucency_mm=lucency,
+        interface_normals=normals,
+        interface_probes=probes,
     )
 
 
@@ -195,8 +204,14 @@ def _interfaces(
     femoral: FemoralBuild | None,
     tibial: TibialBuild | None,
     lucency: dict[str, float],
+    normals: dict[str, np.ndarray],
+    probes: dict[str, Solid],
 ) -> list[Solid]:
-    """Cement mantles, radiolucent lines (fibrous tissue) and their sclerotic rims at the interfaces."""
+    """Cement mantles, radiolucent lines (fibrous tissue) and their sclerotic rims at the interfaces.
+
+    Fills ``lucency`` (width per region, mm), ``normals`` (unit normal of every planar region) and
+    ``probes`` (a thin layer where each region's line would lie, never rendered).
+    """
     cemented = spec.fixation in ("cemented", "hybrid")
     cement_mm = 1.8 if cemented else 0.0
     mu_cement = spec.cement_mu_per_cm / 10.0
@@ -276,50 +291,55 @@ def _interfaces(
     for name, region in regions.items():
         width = float(spec.lucency_mm.get(name, 0.0))
         lucency[name] = round(width, 2)
-        if width <= 0:
-            continue
+        if region.plane is not None and region.frame is not None:
+            normal = region.frame.direction(region.plane.normal)
+            normals[name] = normal / np.linalg.norm(normal)
         offset = (
             cement_mm
             if name.startswith(("tray", "distal", "anterior", "posterior")) or (spec.fixation == "cemented")
             else 0.0
         )
-        lucent: list[Primitive]
-        rim: list[Primitive]
-        minus: Primitive | None = None
-        minus_rim: Primitive | None = None
-        if region.anchor is None:
-            assert region.frame is not None and region.plane is not None and region.extent is not None
-            frame, plane, extra, extent = region.frame, region.plane, region.extra, region.extent
-            lucent = [_slab(frame, plane, offset, offset + width, extra, extent)]
-            rim = [_slab(frame, plane, offset + width, offset + width + 0.8, extra, extent)]
-        else:
-            anchor, half = region.anchor, region.half
-            inner, outer = _annulus(anchor, offset, offset + width)
-            _, rim_outer = _annulus(anchor, offset, offset + width + 0.8)
-            half_space: list[Primitive] = []
-            if half is not None:
-                half_space = [Polytope(anchor.frame, (half,), (-200.0,) * 3, (200.0,) * 3)]
-            lucent, minus = [outer, *half_space], inner
-            rim, minus_rim = [rim_outer, *half_space], outer
-        bone = region.bone
-        solids.append(
-            Solid(
-                f"lucent line {name}",
-                "soft",
-                list(bone.outer),
-                clips=lucent,
-                minus=minus,
-                replaces="trabecular",
+        # Where a line of this region would lie, whether or not there is one (never rendered): the truth
+        # uses it to tell which zones the film shows (see truth.assessable_regions).
+        probe = _layer(f"interface probe {name}", "soft", region, offset, PROBE_MM)
+        if region.anchor is not None:
+            # Only the mantle along the anchor's side: the cap below its tip belongs to the tip's region.
+            tip = region.anchor.profile.t0
+            probe.clips.append(
+                Polytope(region.anchor.frame, (Plane((0.0, 0.0, -1.0), -tip),), (-200.0,) * 3, (200.0,) * 3)
             )
-        )
-        solids.append(
-            Solid(
-                f"sclerotic rim {name}",
-                "cortical",
-                list(bone.outer),
-                clips=rim,
-                minus=minus_rim,
-                replaces="trabecular",
-            )
-        )
+        probes[name] = probe
+        if width <= 0:
+            continue
+        solids.append(_layer(f"lucent line {name}", "soft", region, offset, width))
+        solids.append(_layer(f"sclerotic rim {name}", "cortical", region, offset + width, 0.8, offset))
     return solids
+
+
+PROBE_MM = 1.0
+"""Thickness (mm) of the interface probes: a layer as thin as a line, for the truth's visibility test."""
+
+
+def _layer(
+    name: str, material: str, region: Interface, start: float, width: float, inner: float | None = None
+) -> Solid:
+    """A layer of bone turned to ``material`` from ``start`` to ``start + width`` mm off the interface.
+
+    For an anchor mantle the layer is an annulus whose hole starts at ``inner`` (default ``start``).
+    """
+    if region.anchor is None:
+        assert region.frame is not None and region.plane is not None and region.extent is not None
+        clips: list[Primitive] = [
+            _slab(region.frame, region.plane, start, start + width, region.extra, region.extent)
+        ]
+        minus: Primitive | None = None
+    else:
+        anchor, half = region.anchor, region.half
+        hole, outer = _annulus(anchor, start if inner is None else inner, start + width)
+        if inner is not None:
+            _, hole = _annulus(anchor, inner, start)
+        half_space: list[Primitive] = []
+        if half is not None:
+            half_space = [Polytope(anchor.frame, (half,), (-200.0,) * 3, (200.0,) * 3)]
+        clips, minus = [outer, *half_space], hole
+    return Solid(name, material, list(region.bone.outer), clips=clips, minus=minus, replaces="trabecular")

@@ -133,6 +133,11 @@ class ImageSpec:
     grid_vertical: bool = True
     vignetting: float = 0.0
     stitch_gains: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+    # Follow-up films of an arthroplasty are often taken with the beam tilted until it runs along the
+    # tibial tray's underside (fluoroscopically positioned), so that radiolucent lines under the tray
+    # are seen edge-on; ``beam_alignment_error_deg`` is how far the radiographer missed.
+    beam_along_tray: bool = False
+    beam_alignment_error_deg: float = 0.0
 
 
 def _rng(config: SynthConfig, *parts: int) -> np.random.Generator:
@@ -320,7 +325,20 @@ def image_spec(index: int, config: SynthConfig) -> ImageSpec:
         texture_seed=int(rng.integers(0, 2**31 - 1)),
         knees=knees,
         **_appearance(_rng(config, index, 31)),
+        **_beam_alignment(_rng(config, index, 37), knee.category),
     )
+
+
+def _beam_alignment(rng: np.random.Generator, category: str) -> dict[str, object]:
+    """Whether the beam is aligned to the tibial tray (70 % of implant films), and its miss in degrees.
+
+    Separate random stream: the other draws stay put.
+    """
+    aligned = category != "native" and rng.random() < 0.7
+    return {
+        "beam_along_tray": bool(aligned),
+        "beam_alignment_error_deg": float(rng.normal(0.0, 0.5)) if aligned else 0.0,
+    }
 
 
 def _appearance(rng: np.random.Generator) -> dict[str, object]:

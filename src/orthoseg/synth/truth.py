@@ -20,6 +20,7 @@ import numpy as np
 
 from orthoseg.synth.geometry import Camera
 from orthoseg.synth.knee import KneeScene
+from orthoseg.synth.solids import Solid, solid_length
 
 TRUTH_SCHEMA = "orthoseg-synth-truth/1"
 
@@ -102,18 +103,95 @@ def knee_angles(scene: KneeScene, camera: Camera, view: str) -> dict[str, float 
     return {k: (round(v, 3) if v is not None else None) for k, v in out.items()}
 
 
-def zone_widths(scene: KneeScene, view: str) -> dict[str, float]:
-    """Radiolucent-line width (mm) per Knee Society zone of this view (zones the implant has)."""
+# An interface plane counts as seen edge-on when the beam runs within this angle of it: over the ~25-35 mm
+# a tray quadrant or a femoral cut spans along the beam, 1 degree spreads a line by at most ~0.6 mm.
+EDGE_ON_DEG = 1.0
+# A region counts as hidden when less than this share of its probe layer's projected core (rays running
+# through at least half the layer's typical depth) lies off the metal components on the film.
+MIN_VISIBLE_FRACTION = 0.5
+# A line shows only where rays run far enough through it to displace a visible amount of bone: the probe
+# (a 1 mm layer) must be crossed over at least this length (mm) by its most tangent rays. Trays and cuts
+# seen edge-on give 20-70 mm, stem mantles ~9-13 mm; the mantle of a UKA keel's thin peg ~5 mm does not.
+MIN_PROBE_PATH_MM = 6.0
+
+
+def _visible_fraction(probe: Solid, camera: Camera, metal: np.ndarray) -> float:
+    """Share of a probe layer's projected core that is not behind metal (0 when it is off the film, or
+    when no ray runs ``MIN_PROBE_PATH_MM`` through it)."""
+    length = solid_length(probe, camera)
+    if length is None or not np.any(length.values > 0):
+        return 0.0
+    values = length.values
+    longest = float(np.percentile(values[values > 0], 95))
+    if longest < MIN_PROBE_PATH_MM:
+        return 0.0
+    core = values >= 0.5 * longest
+    behind = metal[length.r0 : length.r1, length.c0 : length.c1]
+    return float(np.mean(~behind[core]))
+
+
+def assessable_regions(
+    scene: KneeScene, camera: Camera, view: str, metal: np.ndarray | None = None
+) -> set[str]:
+    """Interface regions whose radiolucent line this film can show at its true width.
+
+    A planar interface must be seen edge-on (beam within ``EDGE_ON_DEG`` of its plane): a tilted one
+    smears any line over several millimetres, and readers call such zones not assessable. An anchor
+    mantle is always edge-on at its silhouette. With the film's ``metal`` mask, a region is also left out
+    when the components hide it (``MIN_VISIBLE_FRACTION``: a keel's fins in front of its stem on AP,
+    pegs standing one behind the other, a femoral component's flange and posterior condyles in front of
+    the distal cut on AP) or when rays cross too little of it to show (``MIN_PROBE_PATH_MM``).
+    """
+    beam = np.asarray(camera.beam, dtype=np.float64)
+    beam = beam / np.linalg.norm(beam)
+    limit = np.sin(np.radians(EDGE_ON_DEG))
+    out = set()
+    for region in scene.lucency_mm:
+        normal = scene.interface_normals.get(region)
+        if normal is not None and abs(float(normal @ beam)) > limit:
+            continue
+        probe = scene.interface_probes.get(region)
+        if metal is not None and probe is not None:
+            if _visible_fraction(probe, camera, metal) < MIN_VISIBLE_FRACTION:
+                continue
+        out.add(region)
+    return out
+
+
+def _zone_regions(scene: KneeScene, view: str) -> dict[str, tuple[str, ...]]:
+    """Zones of this view and their regions; a UKA's tray and runner lie in one compartment."""
+    zones = dict(ZONES[view])
+    category = scene.spec.category
+    if view == "AP" and category.startswith("uka"):
+        side = "M" if category == "uka_medial" else "L"
+        other = "L" if side == "M" else "M"
+        zones[f"tibia_1{side}"] = ("tray_MA", "tray_MP", "tray_LA", "tray_LP")
+        zones[f"femur_1{side}"] = ("distal_M", "distal_L")
+        zones.pop(f"tibia_1{other}")
+        zones.pop(f"femur_1{other}")
+    return zones
+
+
+def zone_widths(
+    scene: KneeScene, view: str, camera: Camera, metal: np.ndarray | None = None
+) -> dict[str, float]:
+    """Radiolucent-line width (mm) per Knee Society zone of this view: zones the implant has and the
+    film can show (see ``assessable_regions``); a zone with any hidden or smeared region is left out."""
+    assessable = assessable_regions(scene, camera, view, metal)
     widths: dict[str, float] = {}
-    for zone, regions in ZONES[view].items():
-        present = [scene.lucency_mm[r] for r in regions if r in scene.lucency_mm]
-        if present:
-            widths[zone] = round(max(present), 2)
+    for zone, regions in _zone_regions(scene, view).items():
+        own = [r for r in regions if r in scene.lucency_mm]
+        if not own or any(r not in assessable for r in own):
+            continue
+        widths[zone] = round(max(scene.lucency_mm[r] for r in own), 2)
     return widths
 
 
-def knee_truth(scene: KneeScene, camera: Camera, view: str) -> dict[str, object]:
-    """Everything measurable about one knee on this image."""
+def knee_truth(
+    scene: KneeScene, camera: Camera, view: str, metal: np.ndarray | None = None
+) -> dict[str, object]:
+    """Everything measurable about one knee on this image (``metal``: the film's metal mask, which
+    decides which radiolucent-line zones are visible)."""
     spec = scene.spec
     return {
         "laterality": spec.side,
@@ -128,6 +206,6 @@ def knee_truth(scene: KneeScene, camera: Camera, view: str) -> dict[str, object]
         "subsidence_mm": spec.subsidence_mm,
         "joint_space_medial_mm": round(spec.joint_space_medial_mm, 2),
         "joint_space_lateral_mm": round(spec.joint_space_lateral_mm, 2),
-        "radiolucent_line_mm": zone_widths(scene, view),
+        "radiolucent_line_mm": zone_widths(scene, view, camera, metal),
         **knee_angles(scene, camera, view),
     }
