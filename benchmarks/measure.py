@@ -10,7 +10,9 @@ pixels for the radiolucent lines, and compares with the truth JSON:
 - radiolucent-line width per zone MAE (mm) and the sensitivity/specificity of "line >= 1 mm";
 - medial/lateral joint space MAE (mm), AP films of one knee;
 - implant category accuracy (exact; and compatible, where ``uka`` on a lateral film matches either UKA
-  side) and fixation accuracy.
+  side) and fixation accuracy; also after the study-level step inference runs
+  (``orthoseg.measure.study.reconcile_study_rows``: a lateral ``uka`` takes the side of its study's AP,
+  where the study has one — half the simulated patients have an AP and a lateral of the same knee).
 
 Prints one JSON object. Usage:
 ``python benchmarks/measure.py --json [--count 40] [--seed 424242] [--model-uri PATH]``.
@@ -52,17 +54,18 @@ def _mae(errors: list[float]) -> float | None:
     return round(float(np.mean(np.abs(errors))), 3) if errors else None
 
 
-def _measure_case(case: Any, model: Any) -> tuple[Any, dict[str, Any]]:
+def _measure_case(case: Any, model: Any) -> list[tuple[Any, dict[str, Any]]]:
+    """(measurements, truth) of every knee on the film: two for a standing bilateral AP."""
     from orthoseg.evaluation import predict_native_masks
     from orthoseg.inference import _columns_toward_patient_left
-    from orthoseg.measure import measure_image
+    from orthoseg.measure.knees import measure_knees
     from orthoseg.radiograph import pixel_spacing_mm, to_presentation
 
     ds = case.dataset
     pixels = to_presentation(ds, ds.pixel_array)
     spacing = pixel_spacing_mm(ds)
     masks = case.masks if model is None else predict_native_masks(model, pixels, spacing)
-    result = measure_image(
+    knees = measure_knees(
         masks,
         spacing,
         laterality=str(getattr(ds, "ImageLaterality", "") or ""),
@@ -70,7 +73,38 @@ def _measure_case(case: Any, model: Any) -> tuple[Any, dict[str, Any]]:
         columns_toward_patient_left=_columns_toward_patient_left(ds),
         pixels=pixels,
     )
-    return result, case.truth
+    truth = case.truth
+    if not truth.get("bilateral"):
+        return [(knees[0][1], truth)]
+    by_side = {k["laterality"]: k for k in truth["knees"]}
+    if len(knees) == 1:  # the knees were not separated: one refused record for the film
+        return [(knees[0][1], truth)]
+    return [
+        (result, {**truth, **by_side[side], "bilateral": False, "bilateral_film": True})
+        for side, result in knees
+    ]
+
+
+def _with_study_decisions(pairs: list[tuple[Any, dict[str, Any]]]) -> list[tuple[Any, dict[str, Any]]]:
+    """The records after inference's study-level step (lateral UKA side from the study's AP)."""
+    from orthoseg.measure import ImageMeasurements
+    from orthoseg.measure.study import reconcile_study_rows
+
+    rows = [
+        {
+            **result.model_dump(),
+            "study_instance_uid": truth["study_instance_uid"],
+            "sop_instance_uid": truth["sop_instance_uid"],
+            "laterality": truth["laterality"],
+        }
+        for result, truth in pairs
+    ]
+    reconcile_study_rows(rows)
+    fields = ImageMeasurements.model_fields
+    return [
+        (ImageMeasurements(**{k: v for k, v in row.items() if k in fields}), truth)
+        for row, (_, truth) in zip(rows, pairs, strict=True)
+    ]
 
 
 def compare(pairs: list[tuple[Any, dict[str, Any]]]) -> dict[str, Any]:
@@ -92,7 +126,7 @@ def compare(pairs: list[tuple[Any, dict[str, Any]]]) -> dict[str, Any]:
     for result, truth in pairs:
         images_flagged[result.quality_flag] = images_flagged.get(result.quality_flag, 0) + 1
         if truth.get("bilateral"):
-            continue  # measured as refused on purpose (flag bilateral_film); counted in images_flagged
+            continue  # a bilateral film whose knees were not separated (flag bilateral_film)
         for key in ANGLES:
             want = truth.get(key)
             if want is None:
@@ -175,15 +209,18 @@ def main(argv: list[str] | None = None) -> int:
         model = SegmentationModel.from_directory(args.model_uri)
     config = _config(args.count, args.seed)
     started = time.perf_counter()
-    pairs = [_measure_case(generate_case(i, config), model) for i in range(args.count)]
+    pairs = [pair for i in range(args.count) for pair in _measure_case(generate_case(i, config), model)]
+    studied = _with_study_decisions(pairs)
     out = {
         "masks": "model" if model is not None else "ground_truth",
         "model_uri": args.model_uri,
         "count": args.count,
         "seed": args.seed,
         "views": {v: sum(t["view"] == v for _, t in pairs) for v in ("AP", "LAT")},
+        "knees_from_bilateral_films": sum(bool(t.get("bilateral_film")) for _, t in pairs),
         "categories": {c: sum(t["category"] == c for _, t in pairs) for c in CATEGORIES},
         **compare(pairs),
+        "category_accuracy_with_study": compare(studied)["category_accuracy"],
         "seconds": round(time.perf_counter() - started, 1),
     }
     json.dump(out, sys.stdout, indent=1)

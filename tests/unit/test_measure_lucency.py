@@ -12,11 +12,13 @@ CONFIG = MeasurementConfig()
 
 
 def _profile(width_mm: float, step: float = CONFIG.line_step_mm, rim_mm: float = 0.8) -> np.ndarray:
-    """Bone at 100, a lucent band of ``width_mm`` at 40 from the interface, then a sclerotic rim at 130."""
-    x = np.arange(0.0, CONFIG.line_profile_mm + 1e-9, step)
+    """Cement at 200 before the interface, a lucent band of ``width_mm`` at 40 from it, then a sclerotic
+    rim at 130 and bone at 100 (sampled from ``line_lead_mm`` inside the implant)."""
+    x = np.arange(-CONFIG.line_lead_mm, CONFIG.line_profile_mm + 1e-9, step)
     profile = np.full(x.shape, 100.0)
     profile[x < width_mm + rim_mm] = 130.0
     profile[x < width_mm] = 40.0
+    profile[x < 0] = 200.0
     return profile
 
 
@@ -26,16 +28,25 @@ def test_width_of_a_drawn_band(width: float) -> None:
 
 
 def test_no_band_and_noise_only_give_zero() -> None:
-    flat = np.full(121, 100.0)
+    flat = _profile(0.0, rim_mm=0.0)
     assert profile_width(flat, noise=2.0, config=CONFIG) == 0.0
     rng = np.random.default_rng(0)
-    noisy = 100.0 + rng.normal(0.0, 1.0, 121)
+    noisy = flat + rng.normal(0.0, 1.0, flat.shape)
     assert profile_width(noisy, noise=2.0, config=CONFIG) == 0.0
 
 
 def test_band_away_from_the_interface_is_not_a_line() -> None:
-    profile = np.full(121, 100.0)
-    profile[40:60] = 40.0  # starts 2 mm into the bone
+    profile = _profile(0.0, rim_mm=0.0)
+    lead = int(round(CONFIG.line_lead_mm / CONFIG.line_step_mm))
+    profile[lead + 40 : lead + 60] = 40.0  # starts 2 mm into the bone
+    assert profile_width(profile, noise=2.0, config=CONFIG) == 0.0
+
+
+def test_texture_that_drifts_back_is_not_a_line() -> None:
+    """A shallow trough that only slowly returns to the bone level (texture, not a bordered line)."""
+    profile = _profile(0.0, rim_mm=0.0)
+    x = np.arange(len(profile)) * CONFIG.line_step_mm - CONFIG.line_lead_mm
+    profile[x >= 0] = 100.0 - 6.0 * np.exp(-(((x[x >= 0] - 1.5) / 1.0) ** 2))
     assert profile_width(profile, noise=2.0, config=CONFIG) == 0.0
 
 

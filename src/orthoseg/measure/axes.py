@@ -47,21 +47,31 @@ class ShaftAxis:
 
 
 def _midpoints(
-    points: np.ndarray, origin: np.ndarray, direction: np.ndarray, start: float, config: MeasurementConfig
+    points: np.ndarray,
+    origin: np.ndarray,
+    direction: np.ndarray,
+    start: float,
+    config: MeasurementConfig,
+    on_border: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Midpoint (t, s) and width of each shaft level; t is measured from ``origin`` along ``direction``."""
+    """Midpoint (t, s) and width of each shaft level; t is measured from ``origin`` along ``direction``.
+
+    Levels holding a point of ``on_border`` (the bone cut by the film's edge) are dropped: their
+    midpoint lies between a cortex and the edge, not between the two cortices.
+    """
     normal = normal_of(direction)
     rel = points - origin
     t = rel @ direction
     s = rel @ normal
     keep = t >= start
     t, s = t[keep], s[keep]
+    cut = on_border[keep] if on_border is not None else np.zeros(len(t), dtype=bool)
     if len(t) == 0:
         empty = np.zeros(0)
         return empty, empty, empty
     bins = np.floor((t - start) / config.axis_step_mm).astype(np.int64)
     order = np.argsort(bins, kind="stable")
-    bins, s, t = bins[order], s[order], t[order]
+    bins, s, t, cut = bins[order], s[order], t[order], cut[order]
     uniq, first = np.unique(bins, return_index=True)
     low = np.minimum.reduceat(s, first)
     high = np.maximum.reduceat(s, first)
@@ -69,7 +79,7 @@ def _midpoints(
     centre_t = start + (uniq + 0.5) * config.axis_step_mm
     width = high - low
     # A level with a hole (two runs) would have more extent than pixels: keep only solid levels.
-    keep_level = count > 0
+    keep_level = (count > 0) & ~np.maximum.reduceat(cut, first)
     return centre_t[keep_level], ((low + high) / 2)[keep_level], width[keep_level]
 
 
@@ -96,6 +106,8 @@ def fit_shaft_axis(
     points = points_mm(mask, spacing)
     if len(points) < 16:
         return None
+    rows, cols = np.nonzero(mask)
+    on_border = (rows == 0) | (cols == 0) | (rows == mask.shape[0] - 1) | (cols == mask.shape[1] - 1)
     direction = unit(np.asarray(away_from_joint, dtype=np.float64))
     origin = np.asarray(joint_point, dtype=np.float64)
     visible = float(np.percentile((points - origin) @ direction, 99.5))
@@ -105,7 +117,7 @@ def fit_shaft_axis(
         return None
     result: ShaftAxis | None = None
     for _ in range(3):
-        t, s, width = _midpoints(points, origin, direction, start, config)
+        t, s, width = _midpoints(points, origin, direction, start, config, on_border)
         if len(t) < 3:
             return None
         solid = width >= config.axis_width_fraction * float(np.median(width))

@@ -100,34 +100,50 @@ def tray_line(mask: np.ndarray, spacing: Spacing, up: np.ndarray, trim_mm: float
 
 
 def cut_axis(
-    component: np.ndarray, bone: np.ndarray, spacing: Spacing, up: np.ndarray, sigma_px: float = 1.0
+    component: np.ndarray,
+    bone: np.ndarray,
+    spacing: Spacing,
+    up: np.ndarray,
+    max_tilt_deg: float = 30.0,
+    step_deg: float = 0.1,
+    reach_mm: float = 45.0,
 ) -> np.ndarray | None:
     """Proximal axis of a femoral component on a lateral view, from its bone-facing edges.
 
-    The cut surfaces (anterior, distal, posterior) are parallel or perpendicular to the component's axis:
-    the orientations of the component's edge where it meets bone (or cement) are folded modulo 90 degrees
-    and the strongest orientation (histogram peak) closest to ``up`` is the axis.
+    The anterior and posterior cut surfaces run along the component's axis, so the component's boundary
+    pixels that face bone (or cement) line up best, seen along that axis: for every candidate direction
+    within ``max_tilt_deg`` of ``up`` (every ``step_deg``) the pixels are projected across it into
+    pixel-wide bins, and the direction whose projection is sharpest (largest sum of squared bin counts)
+    is the axis. Straight runs, not local gradients (which lean toward the pixel grid's diagonals),
+    decide; distal cuts and chamfers, whose angles differ between designs, add no sharp peak. Only
+    edges within ``reach_mm`` of the component's distal end count: a revision stem follows the canal,
+    not the box.
     """
     if np.count_nonzero(component) < 50:
         return None
-    smooth = ndimage.gaussian_filter(component.astype(np.float32), sigma_px)
-    gr = ndimage.sobel(smooth, axis=0) / spacing[0]
-    gc = ndimage.sobel(smooth, axis=1) / spacing[1]
-    grown = ndimage.binary_dilation(component, iterations=2)
-    edge = grown & ~component & bone
-    edge = ndimage.binary_dilation(edge, iterations=1) & (np.hypot(gr, gc) > 0)
-    if np.count_nonzero(edge) < 20:
+    boundary = component & ~ndimage.binary_erosion(component)
+    edge = boundary & ndimage.binary_dilation(bone, iterations=2)
+    rows, cols = np.nonzero(edge)
+    if len(rows) < 20:
         return None
-    r, c = gr[edge], gc[edge]
-    weight = np.hypot(r, c)
+    points = np.stack([rows * spacing[0], cols * spacing[1]], axis=1)
+    height = points @ unit(up)
+    distal_end = float(np.percentile(points_mm(component, spacing) @ unit(up), 0.5))
+    points = points[height <= distal_end + reach_mm]
+    if len(points) < 20:
+        return None
+    points -= points.mean(axis=0)
     base = math.atan2(float(up[1]), float(up[0]))
-    theta = np.degrees(np.arctan2(c, r) - base)
-    folded = (theta + 45.0) % 90.0 - 45.0
-    bins = np.arange(-45.0, 45.25, 0.25)
-    hist, _ = np.histogram(folded, bins=bins, weights=weight)
-    hist = ndimage.gaussian_filter1d(np.concatenate([hist, hist, hist]), 4)[len(hist) : 2 * len(hist)]
-    peak = float(bins[int(np.argmax(hist))] + 0.125)
-    near = np.abs(((folded - peak) + 45.0) % 90.0 - 45.0) <= 3.0
-    offset = peak + float(np.average(((folded[near] - peak) + 45.0) % 90.0 - 45.0, weights=weight[near]))
-    angle = base + math.radians(offset)
+    tilts = np.arange(-max_tilt_deg, max_tilt_deg + step_deg / 2, step_deg)
+    angles = base + np.radians(tilts)
+    across = np.stack([-np.sin(angles), np.cos(angles)], axis=1)  # normal of each candidate (row, col)
+    offsets = points @ across.T  # (N, candidates), mm
+    width = min(spacing)
+    scores = np.empty(len(tilts))
+    for k in range(len(tilts)):
+        bins = np.floor(offsets[:, k] / width).astype(np.int64)
+        counts = np.bincount(bins - bins.min())
+        scores[k] = float(np.sum(counts.astype(np.float64) ** 2))
+    scores = ndimage.gaussian_filter1d(scores, 0.5 / step_deg)
+    angle = float(angles[int(np.argmax(scores))])
     return np.array([math.cos(angle), math.sin(angle)])

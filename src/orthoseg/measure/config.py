@@ -38,12 +38,21 @@ class MeasurementConfig(BaseModel):
         component_angle_plausible_deg: alpha/beta/delta farther than this from 90 degrees are flagged.
         flexion_plausible_deg: |gamma| above this is flagged.
         line_profile_mm: length of each intensity profile into the bone, from the interface.
+        line_lead_mm: profiles start this far inside the implant (the line's near edge is on the film).
         line_step_mm: sampling step along a profile.
         line_reference_mm: (start, end) distance of the bone reference level along a profile.
         line_search_mm: a lucent band must start within this distance of the interface.
         line_min_contrast: smallest dip (bone reference minus band minimum) in units of the image's local
             noise that counts as a line.
-        line_level: a sample is inside the band when below ``dip + line_level * (reference - dip)``.
+        line_texture_scale_mm: distance over which the bone's texture level is measured (the scale of a
+            line's width): a line must be deeper than ``line_min_contrast`` times that level.
+        line_rim_mm: the bone just beyond a line's far edge is read over this distance.
+        line_min_rim_contrast: the bone just beyond a line (its sclerotic margin) must be brighter than the
+            bone further in by this many noise levels; a fibrous membrane is demarcated by such a margin,
+            a darker stretch of bone is not. 0 accepts lines without one.
+        line_fill_fraction: share of a line's samples that must lie below half its depth.
+        line_smooth_mm: Gaussian smoothing (sigma, mm) of a profile before its edges are located.
+        line_average_profiles: neighbouring profiles averaged before a width is read.
         line_profile_spacing_mm: interface points closer than this are thinned out.
         line_min_profiles: a zone needs at least this many valid profiles, else its width is None.
         line_zone_quantile: quantile of the per-profile widths reported as the zone's width.
@@ -52,6 +61,8 @@ class MeasurementConfig(BaseModel):
         tray_zone_depth_mm: interface points of the tibial component deeper than this below the tray's
             underside belong to the stem zones (or the tip zone when facing distally).
         joint_band_fraction: each compartment's gap is read over this central share of its half-width.
+        joint_condyle_window_mm: columns whose femoral side lies within this distance of the compartment's
+            lowest femoral point are under the condyle; only they give the joint space.
         joint_space_max_mm: gaps above this are implausible (flagged and not reported).
     """
 
@@ -77,11 +88,17 @@ class MeasurementConfig(BaseModel):
     component_angle_plausible_deg: float = Field(default=20.0, gt=0)
     flexion_plausible_deg: float = Field(default=25.0, gt=0)
     line_profile_mm: float = Field(default=6.0, gt=0)
+    line_lead_mm: float = Field(default=0.5, ge=0)
     line_step_mm: float = Field(default=0.05, gt=0)
     line_reference_mm: tuple[float, float] = (4.5, 6.0)
     line_search_mm: float = Field(default=0.6, ge=0)
     line_min_contrast: float = Field(default=3.0, ge=0)
-    line_level: float = Field(default=0.5, gt=0, lt=1)
+    line_texture_scale_mm: float = Field(default=0.5, gt=0)
+    line_rim_mm: float = Field(default=0.6, gt=0)
+    line_min_rim_contrast: float = Field(default=1.0, ge=0)
+    line_fill_fraction: float = Field(default=0.7, gt=0, le=1)
+    line_smooth_mm: float = Field(default=0.1, gt=0)
+    line_average_profiles: int = Field(default=6, ge=1)
     line_profile_spacing_mm: float = Field(default=0.5, gt=0)
     line_min_profiles: int = Field(default=8, ge=1)
     line_zone_quantile: float = Field(default=0.5, ge=0, le=1)
@@ -89,4 +106,5 @@ class MeasurementConfig(BaseModel):
     line_flag_mm: float = Field(default=2.0, ge=0)
     tray_zone_depth_mm: float = Field(default=6.0, gt=0)
     joint_band_fraction: float = Field(default=0.6, gt=0, le=1)
+    joint_condyle_window_mm: float = Field(default=2.0, gt=0)
     joint_space_max_mm: float = Field(default=30.0, gt=0)

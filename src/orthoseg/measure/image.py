@@ -10,9 +10,10 @@ from orthoseg.measure import angles, components
 from orthoseg.measure.axes import ShaftAxis, fit_shaft_axis, joint_centre
 from orthoseg.measure.category import classify
 from orthoseg.measure.config import MeasurementConfig
+from orthoseg.measure.drawing import MeasurementDrawing
 from orthoseg.measure.geometry import Spacing, angle_from_vertical_deg
 from orthoseg.measure.joint_space import joint_spaces
-from orthoseg.measure.lucency import frame_for, image_noise, zone_widths
+from orthoseg.measure.lucency import frame_for, texture_noise, zone_widths
 from orthoseg.measure.result import AP_ZONES, LATERAL_ZONES, QUALITY_FLAGS, ImageMeasurements
 from orthoseg.measure.sides import anterior_side, is_lateral_view, medial_side
 
@@ -121,7 +122,7 @@ def _lateral_angles(masks, spacing, femur_axis, tibia_axis, anterior, config, re
             _check(record, "tibial_slope_angle_deg", value, config.component_angle_plausible_deg, 90.0)
 
 
-def _lines(pixels, masks, spacing, view, centre, up, side, config, record) -> None:
+def _lines(pixels, masks, spacing, view, centre, up, side, config, record, drawing=None) -> None:
     metal = masks[CHANNEL["femoral_component"]] | masks[CHANNEL["tibial_component"]]
     cement = masks[CHANNEL["cement"]] & ~masks[CHANNEL["patella"]]
     zones = AP_ZONES if view == "AP" else LATERAL_ZONES
@@ -129,7 +130,6 @@ def _lines(pixels, masks, spacing, view, centre, up, side, config, record) -> No
     sums: dict[str, float] = {}
     present_all: list[str] = []
     widths_all: list[float] = []
-    noise = image_noise(pixels)
     for bone, comp, away in (("femur", "femoral_component", up), ("tibia", "tibial_component", -up)):
         component = masks[CHANNEL[comp]]
         if not np.any(component):
@@ -137,7 +137,9 @@ def _lines(pixels, masks, spacing, view, centre, up, side, config, record) -> No
         reach = max(1, int(round(4.0 / min(spacing))))
         implant = component | (cement & ndimage.binary_dilation(component, iterations=reach))
         frame = frame_for(bone, view, away, side, centre)
-        widths = zone_widths(pixels, implant, masks[CHANNEL[bone]], metal, spacing, frame, config, noise)
+        host = masks[CHANNEL[bone]]
+        noise = texture_noise(pixels, host, spacing, config.line_texture_scale_mm)
+        widths = zone_widths(pixels, implant, host, metal, spacing, frame, config, noise, drawing)
         own = [z for z in zones if z.startswith(bone)]
         for zone in own:
             if zone in widths:
@@ -171,6 +173,7 @@ def measure_image(
     columns_toward_patient_left: bool = True,
     config: MeasurementConfig | None = None,
     pixels: np.ndarray | None = None,
+    drawing: MeasurementDrawing | None = None,
 ) -> ImageMeasurements:
     """Measure one image from its native-resolution masks.
 
@@ -183,6 +186,7 @@ def measure_image(
         columns_toward_patient_left: image columns increase toward the patient's left (AP convention).
         config: thresholds.
         pixels: (H, W) native presentation values; without them radiolucent lines are None.
+        drawing: when given, receives the fitted axes, reference lines and zone marks to draw.
 
     Raises:
         ValueError: when ``masks`` does not have the label contract's shape.
@@ -202,7 +206,17 @@ def measure_image(
         record.image_flags.add("no_pixel_spacing")
         record.notes.append(f"no pixel spacing: mm-based rules use a nominal {FALLBACK_SPACING_MM} mm")
         spacing = (FALLBACK_SPACING_MM, FALLBACK_SPACING_MM)
-    _measure(masks, spacing, laterality, view_position, columns_toward_patient_left, config, pixels, record)
+    _measure(
+        masks,
+        spacing,
+        laterality,
+        view_position,
+        columns_toward_patient_left,
+        config,
+        pixels,
+        record,
+        drawing,
+    )
     flags = record.image_flags | ({"partial"} if record.flags else set())
     record.values["quality_flag"] = next((f for f in QUALITY_FLAGS[1:] if f in flags), "ok")
     record.values["measurement_flags"] = "; ".join(record.flags)
@@ -211,7 +225,7 @@ def measure_image(
 
 
 def _measure(
-    masks, spacing, laterality, view_position, columns_left, config, pixels, record: _Record
+    masks, spacing, laterality, view_position, columns_left, config, pixels, record: _Record, drawing=None
 ) -> None:
     pixel_area = spacing[0] * spacing[1]
     femur, tibia = masks[CHANNEL["femur"]], masks[CHANNEL["tibia"]]
@@ -236,6 +250,11 @@ def _measure(
     lateral_view = is_lateral_view(view_position)
     view = "LAT" if lateral_view else "AP"
     centre, up, femur_axis, tibia_axis = _axes(masks, spacing, config, record)
+    if drawing is not None:
+        for label, axis in (("femur axis", femur_axis), ("tibia axis", tibia_axis)):
+            if axis is not None:
+                half = axis.length_mm / 2
+                drawing.add_line(label, axis.point, axis.direction, half, spacing, axis.start_mm + half)
     if lateral_view:
         side = anterior_side(up, femur, masks[CHANNEL["patella"]], tibia, masks[CHANNEL["fibula"]], spacing)
     else:
@@ -276,4 +295,4 @@ def _measure(
     if pixels is None:
         record.notes.append("no pixels: radiolucent lines not measured")
         return
-    _lines(np.asarray(pixels), masks, spacing, view, centre, up, side.direction, config, record)
+    _lines(np.asarray(pixels), masks, spacing, view, centre, up, side.direction, config, record, drawing)

@@ -4,7 +4,11 @@ The femoral side is the femur with its component, the tibial side the tibia with
 knee, a UKA's unreplaced compartment and a TKA are measured alike). Each compartment is the half of the
 joint on its side of the joint centre; over the central ``joint_band_fraction`` of that half the gap
 along the tibial axis is read per 0.5 mm column, and the compartment's joint space is the smallest gap
-(where the condyle sits closest to the plateau or insert).
+under the condyle: only columns where the femoral side lies within ``joint_condyle_window_mm`` of its lowest
+point in the compartment count (the condyle's flat distal surface on AP). Elsewhere in the band the gap
+runs from the notch roof or a component's edge to the tibial spines, which is not the articular gap.
+A polyethylene insert is radiolucent and not in any mask, so on a TKA or a UKA's replaced compartment the
+gap read is condyle (metal) to tray (metal), which is what a reader measures on the film.
 
 On an AP film a posteriorly sloped plateau or tray shows its highest (anterior) rim, so the gap read
 here is smaller than the gap at the contact point by about half the plateau depth times the slope's
@@ -51,7 +55,7 @@ def joint_spaces(
         centre: a point at the joint centre (mm).
         up: proximal direction of the tibial axis.
         medial: medial image direction.
-        config: ``joint_band_fraction``, ``joint_space_max_mm``.
+        config: ``joint_band_fraction``, ``joint_condyle_window_mm``, ``joint_space_max_mm``.
     """
     up = unit(up)
     across = normal_of(up)
@@ -79,10 +83,15 @@ def joint_spaces(
         femoral = _by_bin(up_pts @ across, up_pts @ up, edges, top=False)
         tibial = _by_bin(lp @ across, lv, edges, top=True)
         gap = femoral - tibial
-        gap = gap[np.isfinite(gap)]
-        if len(gap) == 0:
+        # Only under the condyle's distal surface: columns where the femoral side comes within
+        # ``joint_condyle_window_mm`` of its lowest point in this compartment. Elsewhere in the band the gap
+        # runs from the notch or a component's edge down to the tibial spines or a native rim, which
+        # is not the articular gap.
+        ok = np.isfinite(gap)
+        if not ok.any():
             result.append(None)
             continue
-        value = float(np.min(gap))
+        under = ok & (femoral <= np.nanmin(femoral[ok]) + config.joint_condyle_window_mm)
+        value = float(np.min(gap[under]))
         result.append(value if 0 <= value <= config.joint_space_max_mm else None)
     return result[0], result[1]

@@ -1,13 +1,16 @@
 """Radiolucent lines: width (mm) of the dark band in bone along each component's interface, per zone.
 
-For every interface point (bone pixel touching the component or its cement) an intensity profile is
-sampled on the native-resolution image along the outward normal of the implant (bilinear, every
-``line_step_mm``). A line is a dip below the bone's own level (median over ``line_reference_mm``) that
-starts within ``line_search_mm`` of the interface and is deeper than ``line_min_contrast`` times the
-image noise; its width is the length of the run below ``dip + line_level * (reference - dip)``
-(full width at half depth with the default 0.5). Profiles leaving the bone or crossing metal are
-discarded. Each point is assigned to a Knee Society zone from the side it lies on and the direction it
-faces (see ``zone_of``); the zone's width is the ``line_zone_quantile`` of its profiles' widths.
+Interface points (bone pixels touching the component or its cement, about one per
+``line_profile_spacing_mm`` of interface) each get an intensity profile sampled on the native-resolution
+image along the outward normal of the implant (bilinear, every ``line_step_mm``); profiles leaving the
+bone or crossing metal are discarded. Each point is assigned to a Knee Society zone from the side it
+lies on and the direction it faces (see ``zone_of``). Within a zone, neighbouring profiles are averaged
+in windows of ``line_average_profiles``; a window's line runs from the steepest fall near the interface
+to the steepest rise after it, and counts when its floor lies ``line_min_contrast`` noise levels below
+the bone further in (``profile_width``). The zone's width is the ``line_zone_quantile`` of its windows.
+
+A line is only seen at its width where the beam runs along the interface: on a film whose beam is tilted
+against the tray, a line under it is smeared over several millimetres and reads narrower and fainter.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 from orthoseg.measure.config import MeasurementConfig
+from orthoseg.measure.drawing import MeasurementDrawing, ZoneMark
 from orthoseg.measure.geometry import Spacing, normal_of, unit
 
 
@@ -47,27 +51,71 @@ def image_noise(pixels: np.ndarray) -> float:
     return max(1.4826 * mad / np.sqrt(2.0), 1e-6)
 
 
+def texture_noise(pixels: np.ndarray, bone: np.ndarray, spacing: Spacing, scale_mm: float) -> float:
+    """How much the bone's own grey level varies over ``scale_mm`` (robust SD, presentation units).
+
+    Trabecular texture, not detector noise, is what a lucent line must stand out from: the MAD of the
+    differences between bone pixels ``scale_mm`` apart (along rows and columns), over sqrt(2).
+    """
+    values = pixels.astype(np.float64)
+    diffs = []
+    for axis in (0, 1):
+        k = max(1, int(round(scale_mm / spacing[axis])))
+        a = [slice(None), slice(None)]
+        b = [slice(None), slice(None)]
+        a[axis], b[axis] = slice(k, None), slice(None, -k)
+        ok = bone[tuple(a)] & bone[tuple(b)]
+        diffs.append((values[tuple(a)] - values[tuple(b)])[ok])
+    diff = np.concatenate(diffs)
+    if len(diff) < 16:
+        return image_noise(pixels)
+    mad = float(np.median(np.abs(diff - np.median(diff))))
+    return max(1.4826 * mad / np.sqrt(2.0), 1e-6)
+
+
 def profile_width(profile: np.ndarray, noise: float, config: MeasurementConfig) -> float:
-    """Width (mm) of the lucent band of one profile starting at the interface (0 when there is none)."""
+    """Width (mm) of the lucent band of one profile starting at the interface (0 when there is none).
+
+    The profile starts ``line_lead_mm`` inside the implant (so a line that begins right at the interface
+    still shows its falling edge) and runs ``line_profile_mm`` into the bone, every ``line_step_mm``.
+
+    The band's edges are where the (lightly smoothed) profile falls and rises fastest: its near edge
+    within ``line_search_mm`` of the interface, its far edge before the reference window. Blur moves
+    neither edge of a band wider than the blur, so the width does not depend on the band's contrast or on
+    the bright cement and sclerotic rim beside it. The band counts only when its floor lies at least
+    ``line_min_contrast`` times ``noise`` (the bone's texture level, see ``texture_noise``) below both
+    the bone reference and the bone just beyond its far edge (within ``line_rim_mm``, where the
+    sclerotic rim that borders a real line sits): a band that only drifts back up is texture. The rim
+    itself must stand ``line_min_rim_contrast`` noise levels above the bone further in (0 accepts lines
+    without a sclerotic margin). And the
+    band must be one dark run: at least ``line_fill_fraction`` of it below half way between its floor and
+    the lower of its two borders (the implant or cement side, and the rim side).
+    """
     step = config.line_step_mm
-    r0, r1 = (int(round(v / step)) for v in config.line_reference_mm)
+    lead = int(round(config.line_lead_mm / step))
+    r0, r1 = (lead + int(round(v / step)) for v in config.line_reference_mm)
     reference = float(np.median(profile[r0:r1]))
-    search_end = min(r0, len(profile))
-    low = int(np.argmin(profile[:search_end]))
-    dip = float(profile[low])
-    if reference - dip < config.line_min_contrast * noise:
+    smooth = ndimage.gaussian_filter1d(profile.astype(np.float64), config.line_smooth_mm / step)
+    grad = np.gradient(smooth)
+    search_end = min(lead + int(round(config.line_search_mm / step)) + 1, r0 - 1)
+    near = int(np.argmin(grad[:search_end]))
+    if grad[near] >= 0 or near + 2 >= r0:
         return 0.0
-    level = dip + config.line_level * (reference - dip)
-    below = profile[:search_end] < level
-    start = low
-    while start > 0 and below[start - 1]:
-        start -= 1
-    end = low
-    while end + 1 < search_end and below[end + 1]:
-        end += 1
-    if start * step > config.line_search_mm:
+    far = near + 1 + int(np.argmax(grad[near + 1 : r0]))
+    if grad[far] <= 0:
         return 0.0
-    return float((end - start + 1) * step)
+    floor = float(np.min(smooth[near : far + 1]))
+    beyond = float(np.max(smooth[far : far + int(round(config.line_rim_mm / step)) + 1]))
+    if min(reference, beyond) - floor < config.line_min_contrast * noise:
+        return 0.0
+    if beyond - reference < config.line_min_rim_contrast * noise:
+        return 0.0  # no sclerotic margin: a darker stretch of bone, not a fibrous membrane
+    rim = int(round(config.line_rim_mm / step))
+    before = float(np.max(smooth[max(near - rim, 0) : near + 1]))
+    half_depth = (min(before, beyond) + floor) / 2
+    if np.mean(smooth[near + 1 : far] < half_depth) < config.line_fill_fraction:
+        return 0.0  # not one dark band between the edges (a distant dip, or texture)
+    return float((far - near) * step)
 
 
 def zone_of(
@@ -110,6 +158,34 @@ def zone_of(
     return None
 
 
+def _interface_points(edge: np.ndarray, spacing: Spacing, every_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """Interface pixels thinned to about one per ``every_mm`` of interface (one per square cell)."""
+    rows, cols = np.nonzero(edge)
+    if len(rows) == 0:
+        return rows, cols
+    cell_r = np.floor(rows * spacing[0] / every_mm).astype(np.int64)
+    cell_c = np.floor(cols * spacing[1] / every_mm).astype(np.int64)
+    _, first = np.unique(cell_r * (int(cell_c.max()) + 1) + cell_c, return_index=True)
+    return rows[first], cols[first]
+
+
+def _window_widths(
+    profiles: np.ndarray, along: np.ndarray, noise: float, config: MeasurementConfig
+) -> list[float]:
+    """Widths of the zone's profiles averaged in windows of ``line_average_profiles`` neighbours.
+
+    Neighbours are consecutive along the interface (sorted by ``along``); averaging lowers the noise by
+    the square root of the window, so faint lines show without a lower threshold.
+    """
+    order = np.argsort(along, kind="stable")
+    size = max(1, min(config.line_average_profiles, len(order)))
+    widths = []
+    for start in range(0, len(order) - size + 1, max(1, size // 2)):
+        mean = profiles[order[start : start + size]].mean(axis=0)
+        widths.append(profile_width(mean, noise / np.sqrt(size), config))
+    return widths
+
+
 def zone_widths(
     pixels: np.ndarray,
     implant: np.ndarray,
@@ -119,6 +195,7 @@ def zone_widths(
     frame: InterfaceFrame,
     config: MeasurementConfig,
     noise: float | None = None,
+    drawing: MeasurementDrawing | None = None,
 ) -> dict[str, float]:
     """Radiolucent-line width (mm) per zone along one component's interface.
 
@@ -130,16 +207,14 @@ def zone_widths(
         spacing: pixel spacing (mm).
         frame: the component's anatomical directions.
         config: ``line_*`` thresholds.
-        noise: the film's noise level (``image_noise(pixels)``), when the caller has it already.
+        noise: the bone's texture level (``texture_noise``), when the caller has it already.
+        drawing: when given, receives a ``ZoneMark`` per measured zone.
     """
     solid = ndimage.binary_fill_holes(implant)
     edge = ndimage.binary_dilation(solid) & ~solid & bone & ~metal
-    rows, cols = np.nonzero(edge)
+    rows, cols = _interface_points(edge, spacing, config.line_profile_spacing_mm)
     if len(rows) == 0:
         return {}
-    stride = max(1, int(round(config.line_profile_spacing_mm / min(spacing))))
-    keep = (rows % stride == 0) | (cols % stride == 0)
-    rows, cols = rows[keep][::stride], cols[keep][::stride]
     smooth = ndimage.gaussian_filter(solid.astype(np.float32), 1.5)
     gr = ndimage.sobel(smooth, axis=0)[rows, cols] / spacing[0]
     gc = ndimage.sobel(smooth, axis=1)[rows, cols] / spacing[1]
@@ -147,33 +222,57 @@ def zone_widths(
     ok = norm > 0
     rows, cols, gr, gc, norm = rows[ok], cols[ok], gr[ok], gc[ok], norm[ok]
     normals = -np.stack([gr / norm, gc / norm], axis=1)  # out of the implant, into the bone (mm coords)
-    steps = np.arange(0.0, config.line_profile_mm + 1e-9, config.line_step_mm)
+    steps = np.arange(-config.line_lead_mm, config.line_profile_mm + 1e-9, config.line_step_mm)
     pr = rows[:, None] + normals[:, 0:1] * steps[None] / spacing[0]
     pc = cols[:, None] + normals[:, 1:2] * steps[None] / spacing[1]
     inside = (pr >= 0) & (pr <= pixels.shape[0] - 1) & (pc >= 0) & (pc <= pixels.shape[1] - 1)
     ri = np.clip(np.rint(pr).astype(np.int64), 0, pixels.shape[0] - 1)
     ci = np.clip(np.rint(pc).astype(np.int64), 0, pixels.shape[1] - 1)
-    valid = np.all(inside & bone[ri, ci] & ~metal[ri, ci] & ~solid[ri, ci], axis=1)
+    into_bone = steps >= 0
+    valid = np.all(inside, axis=1) & np.all(
+        (bone[ri, ci] & ~metal[ri, ci] & ~solid[ri, ci])[:, into_bone], axis=1
+    )
     if not valid.any():
         return {}
     profiles = ndimage.map_coordinates(
         pixels.astype(np.float32), [pr[valid].ravel(), pc[valid].ravel()], order=1
     ).reshape(int(valid.sum()), len(steps))
-    noise = image_noise(pixels) if noise is None else noise
+    if noise is None:
+        noise = texture_noise(pixels, bone, spacing, config.line_texture_scale_mm)
     points = np.stack([rows[valid] * spacing[0], cols[valid] * spacing[1]], axis=1)
     normals = normals[valid]
     depth_all = (points - frame.origin) @ frame.away
     top = float(np.percentile(depth_all, 1.0))
-    by_zone: dict[str, list[float]] = {}
-    for point, normal, depth, profile in zip(points, normals, depth_all, profiles, strict=True):
-        zone = zone_of(point, normal, float(depth - top), frame, config)
-        if zone is not None:
-            by_zone.setdefault(zone, []).append(profile_width(profile, noise, config))
-    return {
-        zone: round(float(np.quantile(widths, config.line_zone_quantile)), 2)
-        for zone, widths in by_zone.items()
-        if len(widths) >= config.line_min_profiles
-    }
+    zones = np.array(
+        [
+            zone_of(point, normal, float(depth - top), frame, config) or ""
+            for point, normal, depth in zip(points, normals, depth_all, strict=True)
+        ]
+    )
+    out: dict[str, float] = {}
+    for zone in sorted(set(zones) - {""}):
+        members = np.nonzero(zones == zone)[0]
+        if len(members) < config.line_min_profiles:
+            continue
+        zone_points = points[members]
+        centred = zone_points - zone_points.mean(axis=0)
+        along = centred @ np.linalg.svd(centred, full_matrices=False)[2][0]
+        widths = _window_widths(profiles[members], along, noise, config)
+        width = round(float(np.quantile(widths, config.line_zone_quantile)), 2)
+        out[zone] = width
+        if drawing is not None:
+            pixel_points = zone_points / np.asarray(spacing)
+            middle = pixel_points[np.argsort(along)[len(along) // 2]]
+            drawing.zones.append(
+                ZoneMark(
+                    zone,
+                    width,
+                    (float(middle[0]), float(middle[1])),
+                    pixel_points,
+                    width >= config.line_flag_mm,
+                )
+            )
+    return out
 
 
 def frame_for(
