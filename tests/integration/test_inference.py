@@ -20,7 +20,7 @@ from orthoseg.settings import Settings
 from orthoseg.storage import LocalStore, ObjectStore, S3Store, join_key
 
 BATCH = "b1"
-CONFIG = InferenceConfig(batch_size=2, concurrency=2, overlay_max_side_px=256)
+CONFIG = InferenceConfig(batch_size=2, concurrency=2, overlay_max_side_px=256, annotate_next_count=2)
 BROKEN_KEY = f"incoming/{BATCH}/images/broken.dcm"
 
 
@@ -109,6 +109,7 @@ def _patient_names(store: ObjectStore, uids: list[str]) -> list[str]:
 def _expected_keys(uids: list[str]) -> set[str]:
     keys = {"measurements.parquet", "summary.json", "report.html"}
     keys |= {f"seg/{uid}.dcm" for uid in uids} | {f"overlays/{uid}.png" for uid in uids}
+    keys |= {f"thumbnails/{uid}.jpg" for uid in uids}
     return keys
 
 
@@ -137,21 +138,35 @@ def _check_run(store: ObjectStore, summary, uids: list[str]) -> pd.DataFrame:  #
         assert [str(d.SegmentLabel) for d in seg.SegmentSequence][:2] == ["femur", "tibia"]
         png = store.get_bytes(join_key(summary.output_prefix, "overlays", f"{uid}.png"))
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        jpeg = store.get_bytes(join_key(summary.output_prefix, "thumbnails", f"{uid}.jpg"))
+        assert jpeg[:3] == b"\xff\xd8\xff"
 
     frame = pd.read_parquet(io.BytesIO(store.get_bytes(summary.measurements_key)))
     assert len(frame) == len(uids) + 1
     ok = frame[frame["status"] == "ok"]
     assert sorted(ok["sop_instance_uid"]) == sorted(uids)
     assert ok["femur_area_px"].notna().all() and ok["quality_flag"].notna().all()
+    # Test-time augmentation confidence: every film gets one; a low one is flagged, never reported as fact.
+    assert (ok["tta_passes"] == CONFIG.tta_passes).all()
+    assert ok["model_confidence"].between(0.0, 1.0).all()
+    low = ok[ok["model_confidence"] < CONFIG.min_model_confidence]
+    assert low["measurement_flags"].str.contains("model_confidence:low").all()
+    assert (low["quality_flag"] != "ok").all()
+    least_confident = ok.sort_values(["model_confidence", "sop_instance_uid"])["sop_instance_uid"]
+    assert summary.annotate_next == list(least_confident[: CONFIG.annotate_next_count])
     failed = frame[frame["status"] == "failed"].iloc[0]
     assert failed["image_key"] == BROKEN_KEY
     assert "DICOM" in failed["reason"]
 
     saved = json.loads(store.get_bytes(join_key(summary.output_prefix, "summary.json")))
     assert saved["run_id"] == summary.run_id and saved["images_failed"] == 1
+    assert saved["annotate_next"] == summary.annotate_next
     report = store.get_bytes(summary.report_key).decode()
     assert summary.model_version in report and "broken.dcm" in report
     assert all(f'src="overlays/{uid}.png"' in report for uid in uids)
+    # Thumbnails are embedded (the page reads offline without the overlay folder).
+    assert report.count("data:image/jpeg;base64,") >= len(uids)
+    assert set(ok["knee"]) <= {"L", "R", ""} and ok["study_instance_uid"].str.len().gt(0).all()
     return frame
 
 
@@ -195,6 +210,7 @@ def test_inference_writes_results_and_resumes(
     assert second.run_id == first.run_id
     assert second.images_skipped == len(uids) + 1 and second.images_inferred == 0
     assert second.images_failed == 1
+    assert second.annotate_next == first.annotate_next
     assert store.get_bytes(seg_key) == seg_before
     again = pd.read_parquet(io.BytesIO(store.get_bytes(second.measurements_key)))
     assert again["from_earlier_run"].all()
@@ -255,6 +271,8 @@ def test_real_radiographs_do_not_crash_and_find_no_knee(
     assert set(frame["image_key"]) == {"RG2_JLSL.dcm", "RG3_J2KR.dcm"}
     assert (frame["quality_flag"] == "no_knee_found").all()
     assert (frame["implant_type"] == "unknown").all()
+    # Nothing found, nothing to be confident about: no confidence, no annotate-next candidate.
+    assert frame["model_confidence"].isna().all() and summary.annotate_next == []
     assert set(frame["photometric_interpretation"]) == {"MONOCHROME1", "MONOCHROME2"}
     for uid in frame["sop_instance_uid"]:
         assert store.exists(join_key(summary.output_prefix, "seg", f"{uid}.dcm"))
