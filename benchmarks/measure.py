@@ -15,7 +15,7 @@ pixels for the radiolucent lines, and compares with the truth JSON:
   where the study has one — half the simulated patients have an AP and a lateral of the same knee).
 
 Prints one JSON object. Usage:
-``python benchmarks/measure.py --json [--count 40] [--seed 424242] [--model-uri PATH]``.
+``python benchmarks/measure.py --json [--count 40] [--seed 424242] [--model-uri PATH|URI|champion]``.
 """
 
 from __future__ import annotations
@@ -198,15 +198,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object (the only output form)")
     parser.add_argument("--count", type=int, default=40)
     parser.add_argument("--seed", type=int, default=424242, help="held out: no training set uses it")
-    parser.add_argument("--model-uri", default=None, help="local model folder: measure from its masks")
+    parser.add_argument(
+        "--model-uri",
+        default=None,
+        help="measure from a model's masks: local model folder, MLflow model URI, or 'champion'",
+    )
     args = parser.parse_args(argv)
     from orthoseg.synth.case import generate_case
 
     model = None
     if args.model_uri:
-        from orthoseg.model_package import SegmentationModel
+        from orthoseg.registry import load_model_from_uri
+        from orthoseg.settings import Settings
 
-        model = SegmentationModel.from_directory(args.model_uri)
+        uri = None if args.model_uri == "champion" else args.model_uri
+        model, args.model_uri = load_model_from_uri(Settings(), uri)
     config = _config(args.count, args.seed)
     started = time.perf_counter()
     pairs = [pair for i in range(args.count) for pair in _measure_case(generate_case(i, config), model)]

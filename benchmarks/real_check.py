@@ -16,7 +16,6 @@ The default model is the ``champion`` alias of the registered model named in Set
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -25,33 +24,14 @@ import sys
 import time
 from pathlib import Path
 
-from orthoseg.model_package import SegmentationModel, connect_tracking, download_model
 from orthoseg.real_check import run_real_check
-from orthoseg.registry import CHAMPION, load_registered_model
+from orthoseg.registry import load_model_from_uri
 from orthoseg.settings import Settings
 
 logger = logging.getLogger("benchmarks.real_check")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REALDATA = REPO_ROOT.parent / "shared" / "realdata"
-
-
-def load_model(
-    settings: Settings, model_uri: str | None, device: str | None
-) -> tuple[SegmentationModel, str]:
-    """The model to check and a description of where it came from."""
-    if model_uri is None:
-        model, version = load_registered_model(settings, CHAMPION)
-        if device is not None:
-            model = SegmentationModel(model.network, model.config, device=device)
-        return model, f"models:/{settings.model_name}@{CHAMPION} (version {version})"
-    local = Path(model_uri).expanduser()
-    if local.is_dir():
-        return SegmentationModel.from_directory(local, device=device), str(local.resolve())
-    connect_tracking(settings)
-    digest = hashlib.sha256(model_uri.encode()).hexdigest()[:16]
-    cache = Path(settings.work_dir).expanduser().resolve() / "models" / "uri" / digest
-    return download_model(model_uri, cache, device=device), model_uri
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.realdata.is_dir():
         parser.error(f"real radiographs not found at {args.realdata} (pass --realdata)")
     started = time.perf_counter()
-    model, source = load_model(settings, args.model_uri, args.device)
+    model, source = load_model_from_uri(settings, args.model_uri, args.device)
     checked = run_real_check(model, args.realdata, args.out)
     result = {
         "benchmark": "orthoseg.real_check.run_real_check",

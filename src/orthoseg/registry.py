@@ -317,3 +317,30 @@ def load_registered_model(settings: Settings, ref: str = CHAMPION) -> tuple[Segm
     model = download_model(str(model_version.source), directory)
     logger.info("Loaded %s version %s (%s)", settings.model_name, version, ref)
     return model, version
+
+
+def load_model_from_uri(
+    settings: Settings, model_uri: str | None, device: str | None = None
+) -> tuple[SegmentationModel, str]:
+    """A model to check or measure with, and where it came from.
+
+    ``model_uri``: None for the registered model's ``champion``; a local folder holding ``model.json`` and
+    ``weights.safetensors``; or any MLflow model URI (``models:/orthoseg-knee/3``, ``runs:/<run>/model``),
+    downloaded once into ``<work_dir>/models/uri/<digest>/``.
+    """
+    import hashlib
+
+    from orthoseg.model_package import SegmentationModel, connect_tracking, download_model
+
+    if model_uri is None:
+        model, version = load_registered_model(settings, CHAMPION)
+        if device is not None:
+            model = SegmentationModel(model.network, model.config, device=device)
+        return model, f"models:/{settings.model_name}@{CHAMPION} (version {version})"
+    local = Path(model_uri).expanduser()
+    if local.is_dir():
+        return SegmentationModel.from_directory(local, device=device), str(local.resolve())
+    connect_tracking(settings)
+    digest = hashlib.sha256(model_uri.encode()).hexdigest()[:16]
+    cache = Path(settings.work_dir).expanduser().resolve() / "models" / "uri" / digest
+    return download_model(model_uri, cache, device=device), model_uri

@@ -138,7 +138,7 @@ def _lines(pixels, masks, spacing, view, centre, up, side, config, record, drawi
         implant = component | (cement & ndimage.binary_dilation(component, iterations=reach))
         frame = frame_for(bone, view, away, side, centre)
         host = masks[CHANNEL[bone]]
-        noise = texture_noise(pixels, host, spacing, config.line_texture_scale_mm)
+        noise = texture_noise(pixels, host & ~metal, spacing, config.line_texture_scale_mm)
         widths = zone_widths(pixels, implant, host, metal, spacing, frame, config, noise, drawing)
         own = [z for z in zones if z.startswith(bone)]
         for zone in own:

@@ -238,7 +238,7 @@ def zone_widths(
         pixels.astype(np.float32), [pr[valid].ravel(), pc[valid].ravel()], order=1
     ).reshape(int(valid.sum()), len(steps))
     if noise is None:
-        noise = texture_noise(pixels, bone, spacing, config.line_texture_scale_mm)
+        noise = texture_noise(pixels, bone & ~metal, spacing, config.line_texture_scale_mm)
     points = np.stack([rows[valid] * spacing[0], cols[valid] * spacing[1]], axis=1)
     normals = normals[valid]
     depth_all = (points - frame.origin) @ frame.away
