@@ -39,6 +39,9 @@ class SynthConfig(BaseModel):
             and study), so patient-level splits are meaningful.
         bilateral_fraction: share of AP images that are standing films showing both knees.
         monochrome1_fraction: share of images stored as MONOCHROME1 (inverted grey scale).
+        long_film_fraction: share of single-knee films that show 240-400 mm along the leg (clinical
+            cassettes and standing views) instead of the ~190 mm around the joint; at ``image_px`` their
+            pixels are coarser.
         bone_subsample: bone is traced on a grid this many times coarser than the pixels and
             upsampled (metal, cement and lucent lines are always traced at full resolution).
         broken_count: deliberately broken files added to ``images/`` (validation demos and tests).
@@ -66,6 +69,7 @@ class SynthConfig(BaseModel):
     paired_fraction: float = Field(0.5, ge=0.0, le=1.0)
     bilateral_fraction: float = Field(0.1, ge=0.0, le=1.0)
     monochrome1_fraction: float = Field(0.2, ge=0.0, le=1.0)
+    long_film_fraction: float = Field(0.3, ge=0.0, le=1.0)
     bone_subsample: int = Field(2, ge=1, le=4)
     broken_count: int = Field(0, ge=0)
     workers: int = Field(1, ge=1, le=64)

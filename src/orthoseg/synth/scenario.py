@@ -281,6 +281,10 @@ def image_spec(index: int, config: SynthConfig) -> ImageSpec:
     # Keep enough anatomy in view: >= ~190 mm along the leg (more with stems), ~400 mm across two knees.
     need_long_mm = 190.0 + (1.2 * knee.stem_length_mm if knee.category == "revision_tka" else 0.0)
     need_long_mm = min(need_long_mm, 330.0)
+    # Clinics also send long films (14 x 17 in cassettes, standing views): 240-400 mm along the leg.
+    long_rng = _rng(config, index, 41)
+    if long_rng.random() < config.long_film_fraction:
+        need_long_mm = max(need_long_mm, float(long_rng.uniform(240.0, 400.0)))
     aspect = float(rng.uniform(0.72, 0.85))
     if bilateral:
         spacing = max(spacing, 400.0 / config.image_px)

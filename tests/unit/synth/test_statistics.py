@@ -36,7 +36,11 @@ def test_a_data_set_covers_every_category_and_condition() -> None:
     assert {s.calibration for s in specs} == {"none", "sphere", "ruler"}
     assert {s.marker for s in specs} >= {"L", "R", "none"}
     spacings = [s.spacing_mm for s in specs if not s.bilateral]
-    assert 0.14 <= min(spacings) and max(spacings) <= 0.33
+    assert 0.14 <= min(spacings) and max(spacings) <= 400.0 / config.image_px + 1e-3
+    # Films around the joint (~190 mm along the leg) and long films (240-400 mm) both occur.
+    along_leg = [s.spacing_mm * s.rows for s in specs if not s.bilateral]
+    assert min(along_leg) < 220 and max(along_leg) > 330
+    assert 0.15 < np.mean([a > 235 for a in along_leg]) < 0.6
     patients = Counter(s.patient_key for s in specs)
     assert max(patients.values()) == 2 and min(patients.values()) == 1
 
