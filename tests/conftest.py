@@ -77,7 +77,13 @@ def settings(tmp_path: Path) -> Settings:
         mlflow_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
         work_dir=str(tmp_path / "work"),
         preprocess={"canvas_px": 128, "spacing_mm": 2.0},
-        train={"epochs": 2, "batch_size": 4, "network_channels": (8, 16, 32), "num_workers": 2},
+        train={
+            "epochs": 2,
+            "batch_size": 4,
+            "network_channels": (8, 16, 32),
+            "num_workers": 2,
+            "window_context_rows": 32,
+        },
     )
 
 

@@ -219,8 +219,10 @@ class RandWarpd(RandomizableTransform, MapTransform):
 class RandCollimationd(RandomizableTransform, MapTransform):
     """Straight, slightly tilted film edges inside the exposed film: collimator shutters or a cropped film.
 
-    Outside the edges the image becomes a constant: white (an unexposed collimated border, as on many CR
-    films) or black (the film was cropped). The label is set to 0 there in both cases: under a white
+    Outside the edges the image becomes white (an unexposed collimated border, as on many CR films) or
+    black (the film was cropped). Half the white borders are not flat: real shutters leave a penumbra
+    and scatter that grade the border's brightness with the distance from the field's edge, and the
+    plate's own noise shows on it. The label is set to 0 there in both cases: under a white
     border the anatomy is as invisible as on a cropped film, and a mask over a featureless constant would
     teach the network to invent anatomy. Labels are therefore only ever removed, never created.
 
@@ -273,7 +275,21 @@ class RandCollimationd(RandomizableTransform, MapTransform):
             ay = anchors[side][1] + normals[side][1] * depths[side] * extents[side]
             outside |= (xs - ax) * nx + (ys - ay) * ny < 0
         outside &= inside_film
-        d[IMAGE] = image.masked_fill(outside, float(value))
+        fill = torch.full_like(image, float(value))
+        if white and self.R.rand() < 0.5:
+            # Distance into the border from the nearest framed edge, as a fraction of the film's extent.
+            depth = torch.zeros_like(fill[0])
+            for side in np.flatnonzero(sides):
+                nx, ny = normals[side]
+                cos, sin = math.cos(tilts[side]), math.sin(tilts[side])
+                nx, ny = cos * nx - sin * ny, sin * nx + cos * ny
+                ax = anchors[side][0] + normals[side][0] * depths[side] * extents[side]
+                ay = anchors[side][1] + normals[side][1] * depths[side] * extents[side]
+                depth = torch.maximum(depth, -((xs - ax) * nx + (ys - ay) * ny) / max(extents[side], 1))
+            slope = self.R.uniform(-0.8, 0.8)
+            noise = torch.from_numpy(self.R.standard_normal(tuple(fill.shape)).astype(np.float32))
+            fill = (fill + slope * depth + noise * self.R.uniform(0.0, 0.03)).clamp(0.5, 1.0)
+        d[IMAGE] = torch.where(outside, fill, image)
         d[LABEL] = label.masked_fill(outside, 0.0)
         return d
 

@@ -3,11 +3,17 @@
 Decoding DICOM and SEG costs far more than an epoch on a small canvas, and a clinic's dataset does not
 fit in memory, so each split is preprocessed once, in parallel Ray Data tasks, into shards under::
 
-    cache/canvas/<dataset version>/<preprocess hash>/<split>/
-        shard-<digest>.npz     image: uint16 (N, 1, S, S), canvas intensity * 65535
-                               masks: uint8 (N, C, S, ceil(S / 8)), masks packed along columns
+    cache/canvas/<dataset version>/<preprocess hash>[-ctx<rows>]/<split>/
+        shard-<digest>.npz     image: uint16 (N, 1, H, S), canvas intensity * 65535
+                               masks: uint8 (N, C, H, ceil(S / 8)), masks packed along columns
+                               valid_rows: int32 (N, 2), the rows of each strip that hold canvas
                                uids:  SOPInstanceUIDs, one per row
         index.json             written last: the shards, their images and the canvas size
+
+Each row is a training strip (``orthoseg.preprocessing.training_strip``): the ``S`` window around the
+labelled anatomy plus ``context_rows`` of film above and below it (``H = S + 2 * context_rows``), so
+training can cut the window at a new height every epoch and see the ends of long films and revision
+stems. Validation caches use no context (``H = S``).
 
 A shard's name is a digest of its images and the preprocessing, so building again after a crash skips
 the shards already written; the index marks the cache complete. A dataset version never changes once
@@ -40,7 +46,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT_VERSION = "1"
+CACHE_FORMAT_VERSION = "2"
 INTENSITY_LEVELS = 65535
 INDEX_FILE = "index.json"
 
@@ -68,6 +74,7 @@ class CanvasCacheIndex(BaseModel):
         s3_endpoint_url: S3 endpoint of that store, if any.
         prefix: store prefix of the shards.
         shards: the shard files.
+        context_rows: rows of film kept above and below each training window.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -80,6 +87,7 @@ class CanvasCacheIndex(BaseModel):
     s3_endpoint_url: str | None = None
     prefix: str
     shards: tuple[CacheShard, ...]
+    context_rows: int = 0
 
     @property
     def uids(self) -> tuple[str, ...]:
@@ -98,35 +106,57 @@ class CanvasCacheIndex(BaseModel):
         return present
 
 
-def cache_prefix(dataset_version: str, preprocess: PreprocessConfig, split: str) -> str:
+def cache_prefix(
+    dataset_version: str, preprocess: PreprocessConfig, split: str, context_rows: int = 0
+) -> str:
     """Store prefix of a split's cache."""
     from orthoseg.model_package import config_hash
 
     safe_version = "".join(c if (c.isascii() and c.isalnum()) or c in "-_." else "_" for c in dataset_version)
-    return join_key("cache", "canvas", safe_version, config_hash(preprocess), split)
+    canvas = config_hash(preprocess) + (f"-ctx{context_rows}" if context_rows else "")
+    return join_key("cache", "canvas", safe_version, canvas, split)
 
 
-def encode_shard(image: np.ndarray, masks: np.ndarray, uids: tuple[str, ...]) -> bytes:
-    """Shard bytes for (N, 1, S, S) float canvases in [0, 1] and (N, C, S, S) binary masks."""
+def encode_shard(
+    image: np.ndarray, masks: np.ndarray, uids: tuple[str, ...], valid_rows: np.ndarray | None = None
+) -> bytes:
+    """Shard bytes for (N, 1, H, S) float canvases in [0, 1], (N, C, H, S) binary masks and the (N, 2)
+    rows of each strip that hold canvas (default: all ``H``)."""
     quantised = np.round(np.clip(image, 0.0, 1.0) * INTENSITY_LEVELS).astype(np.uint16)
     packed = np.packbits(np.asarray(masks, dtype=bool), axis=-1)
+    if valid_rows is None:
+        valid_rows = np.tile(np.array([0, image.shape[-2]], dtype=np.int32), (image.shape[0], 1))
     buffer = io.BytesIO()
-    np.savez(buffer, image=quantised, masks=packed, uids=np.asarray(uids, dtype=str))
+    np.savez(
+        buffer,
+        image=quantised,
+        masks=packed,
+        uids=np.asarray(uids, dtype=str),
+        valid_rows=np.asarray(valid_rows, dtype=np.int32).reshape(-1, 2),
+    )
     return buffer.getvalue()
 
 
 def decode_shard(data: bytes) -> dict[str, np.ndarray]:
-    """``image`` (N, 1, S, S) float32 in [0, 1], ``masks`` (N, C, S, S) uint8 and ``uid`` (N,) str."""
+    """``image`` (N, 1, H, S) float32 in [0, 1], ``masks`` (N, C, H, S) uint8, ``valid_rows`` (N, 2) int32
+    and ``uid`` (N,) str."""
     with np.load(io.BytesIO(data), allow_pickle=False) as shard:
         image = shard["image"].astype(np.float32) / INTENSITY_LEVELS
         side = image.shape[-1]
         masks = np.unpackbits(shard["masks"], axis=-1, count=side)
-        return {"image": image, "masks": masks, "uid": shard["uids"].astype(str)}
+        return {
+            "image": image,
+            "masks": masks,
+            "valid_rows": shard["valid_rows"].astype(np.int32),
+            "uid": shard["uids"].astype(str),
+        }
 
 
-def _shard_key(prefix: str, preprocess: PreprocessConfig, uids: tuple[str, ...]) -> str:
+def _shard_key(prefix: str, preprocess: PreprocessConfig, uids: tuple[str, ...], context_rows: int) -> str:
     digest = hashlib.sha256(
-        json.dumps([CACHE_FORMAT_VERSION, preprocess.model_dump(mode="json"), list(uids)]).encode()
+        json.dumps(
+            [CACHE_FORMAT_VERSION, preprocess.model_dump(mode="json"), list(uids), context_rows]
+        ).encode()
     ).hexdigest()[:16]
     return join_key(prefix, f"shard-{digest}.npz")
 
@@ -134,13 +164,16 @@ def _shard_key(prefix: str, preprocess: PreprocessConfig, uids: tuple[str, ...])
 class _ShardBuilder:
     """Ray Data task: decode the rows of one shard onto the canvas and write the shard to the store."""
 
-    def __init__(self, store_uri: str, endpoint_url: str | None, preprocess: dict[str, Any]) -> None:
+    def __init__(
+        self, store_uri: str, endpoint_url: str | None, preprocess: dict[str, Any], context_rows: int
+    ) -> None:
         self.store_uri = store_uri
         self.endpoint_url = endpoint_url
         self.preprocess = PreprocessConfig.model_validate(preprocess)
+        self.context_rows = context_rows
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        from orthoseg.dataset import decode_example
+        from orthoseg.dataset import decode_training_strip
 
         store = open_store(self.store_uri, self.endpoint_url)
         key, uids = str(row["key"]), tuple(json.loads(row["uids"]))
@@ -149,11 +182,15 @@ class _ShardBuilder:
         else:
             image_keys, label_keys = json.loads(row["image_keys"]), json.loads(row["label_keys"])
             side = self.preprocess.canvas_px
-            images = np.zeros((len(uids), 1, side, side), dtype=np.float32)
-            masks = np.zeros((len(uids), NUM_STRUCTURES, side, side), dtype=bool)
+            height = side + 2 * self.context_rows
+            images = np.zeros((len(uids), 1, height, side), dtype=np.float32)
+            masks = np.zeros((len(uids), NUM_STRUCTURES, height, side), dtype=bool)
+            valid_rows = np.zeros((len(uids), 2), dtype=np.int32)
             for index, (image_key, label_key) in enumerate(zip(image_keys, label_keys, strict=True)):
-                images[index, 0], masks[index] = decode_example(store, image_key, label_key, self.preprocess)
-            store.put_bytes(key, encode_shard(images, masks, uids))
+                images[index, 0], masks[index], valid_rows[index] = decode_training_strip(
+                    store, image_key, label_key, self.preprocess, self.context_rows
+                )
+            store.put_bytes(key, encode_shard(images, masks, uids, valid_rows))
         present = np.asarray(masks).reshape(masks.shape[0], masks.shape[1], -1).any(axis=(0, 2))
         return {"key": key, "images": len(uids), "present": json.dumps(present.tolist())}
 
@@ -182,6 +219,7 @@ def build_canvas_cache(
     preprocess: PreprocessConfig | None = None,
     shard_images: int = 32,
     progress: Callable[[int, int], None] | None = None,
+    context_rows: int = 0,
 ) -> CanvasCacheIndex:
     """Make sure the split's canvas cache exists and is complete; build the missing shards in parallel.
 
@@ -192,6 +230,7 @@ def build_canvas_cache(
         preprocess: canvas settings; default ``settings.preprocess``.
         shard_images: images per shard file (bounds a task's memory: ~0.3 MB per image at 256 px).
         progress: called as ``(images cached, images)`` while shards are built.
+        context_rows: rows of film kept above and below each training window (training splits).
 
     Returns:
         The index of the complete cache (possibly with no shards for an empty split).
@@ -205,10 +244,16 @@ def build_canvas_cache(
     store = store_from_settings(settings)
     rows = labelled_split_rows(read_manifest(store, dataset_version), split, dataset_version)
     uids = tuple(str(u) for u in rows["sop_instance_uid"])
-    prefix = cache_prefix(dataset_version, preprocess, split)
+    prefix = cache_prefix(dataset_version, preprocess, split, context_rows)
     existing = read_cache_index(store, prefix)
     complete = existing is not None and all(store.exists(shard.key) for shard in existing.shards)
-    if existing is not None and complete and existing.uids == uids and existing.preprocess == preprocess:
+    if (
+        existing is not None
+        and complete
+        and existing.uids == uids
+        and existing.preprocess == preprocess
+        and existing.context_rows == context_rows
+    ):
         if progress is not None:
             progress(len(uids), len(uids))
         return existing
@@ -221,7 +266,7 @@ def build_canvas_cache(
         chunk_uids = tuple(u for u, _, _ in chunk)
         items.append(
             {
-                "key": _shard_key(prefix, preprocess, chunk_uids),
+                "key": _shard_key(prefix, preprocess, chunk_uids, context_rows),
                 "uids": json.dumps(list(chunk_uids)),
                 "image_keys": json.dumps([i for _, i, _ in chunk]),
                 "label_keys": json.dumps([lab for _, _, lab in chunk]),
@@ -240,7 +285,7 @@ def build_canvas_cache(
     if progress is not None:
         progress(done, len(uids))
     if items:
-        for result in _run_shard_tasks(settings, items, preprocess):
+        for result in _run_shard_tasks(settings, items, preprocess, context_rows):
             present[str(result["key"])] = tuple(bool(p) for p in json.loads(result["present"]))
             done += int(result["images"])
             if progress is not None:
@@ -252,6 +297,7 @@ def build_canvas_cache(
         store_uri=settings.store,
         s3_endpoint_url=settings.s3_endpoint_url,
         prefix=prefix,
+        context_rows=context_rows,
         shards=tuple(
             CacheShard(
                 key=item["key"], uids=tuple(json.loads(item["uids"])), structures_present=present[item["key"]]
@@ -264,14 +310,16 @@ def build_canvas_cache(
 
 
 def _run_shard_tasks(
-    settings: Settings, items: list[dict[str, Any]], preprocess: PreprocessConfig
+    settings: Settings, items: list[dict[str, Any]], preprocess: PreprocessConfig, context_rows: int
 ) -> Iterator[dict[str, Any]]:
     import ray.data
 
     from orthoseg.compute import connect_ray, quiet_ray_data
 
     connect_ray(settings)
-    builder = _ShardBuilder(settings.store, settings.s3_endpoint_url, preprocess.model_dump(mode="json"))
+    builder = _ShardBuilder(
+        settings.store, settings.s3_endpoint_url, preprocess.model_dump(mode="json"), context_rows
+    )
     with quiet_ray_data():  # a Dataset keeps the context it was created in
         dataset = ray.data.from_items(items, override_num_blocks=len(items)).map(builder)
         yield from dataset.iter_rows()
@@ -287,14 +335,15 @@ class _ShardReader:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         store = open_store(self.store_uri, self.endpoint_url)
         parts = [decode_shard(store.get_bytes(str(key))) for key in batch["key"]]
-        return {name: np.concatenate([part[name] for part in parts]) for name in ("image", "masks", "uid")}
+        names = ("image", "masks", "valid_rows", "uid")
+        return {name: np.concatenate([part[name] for part in parts]) for name in names}
 
 
 def canvas_dataset(
     index: CanvasCacheIndex, shuffle_shards: bool = False, readers: int = 1
 ) -> ray.data.Dataset:
-    """A Ray Dataset streaming the cached split: rows ``image`` (1, S, S) float32, ``masks`` (C, S, S)
-    uint8, ``uid``.
+    """A Ray Dataset streaming the cached split: rows ``image`` (1, H, S) float32, ``masks`` (C, H, S)
+    uint8, ``valid_rows`` (2,) int32, ``uid`` (``H`` = ``S`` + twice the index's ``context_rows``).
 
     Args:
         index: a complete cache (``build_canvas_cache``).

@@ -137,17 +137,27 @@ def decode_example(
     Raises:
         DatasetError: when the SEG does not reference the radiograph or its size differs.
     """
-    from orthoseg.preprocessing import masks_to_canvas, preprocess_radiograph, training_window
+    image, masks, _ = decode_training_strip(store, image_key, label_key, preprocess, context_rows=0)
+    return image, masks
+
+
+def decode_training_strip(
+    store: ObjectStore, image_key: str, label_key: str, preprocess: PreprocessConfig, context_rows: int
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """One radiograph and its SEG as a training strip (``orthoseg.preprocessing.training_strip``): the
+    anatomy-centred ``S`` window plus ``context_rows`` of film above and below it, and the strip's rows
+    that hold canvas.
+
+    Raises:
+        DatasetError: when the SEG does not reference the radiograph or its size differs.
+    """
+    from orthoseg.preprocessing import masks_to_canvas, preprocess_radiograph, training_strip
 
     radiograph, masks = read_native_example(store, image_key, label_key)
     canvas, transform = preprocess_radiograph(radiograph.pixels, radiograph.pixel_spacing_mm, preprocess)
     canvas_masks = masks_to_canvas(masks, transform)
-    side = preprocess.canvas_px
-    row, column = training_window(canvas_masks, side)
-    return (
-        np.ascontiguousarray(canvas[row : row + side, column : column + side]),
-        np.ascontiguousarray(canvas_masks[:, row : row + side, column : column + side]),
-    )
+    image, strip_masks, valid_rows = training_strip(canvas, canvas_masks, preprocess.canvas_px, context_rows)
+    return np.ascontiguousarray(image), np.ascontiguousarray(strip_masks), valid_rows
 
 
 def load_split(

@@ -178,6 +178,66 @@ def training_window(masks: np.ndarray, side: int) -> tuple[int, int]:
     return corner[0], corner[1]
 
 
+def training_strip(
+    canvas: np.ndarray, canvas_masks: np.ndarray, side: int, context_rows: int
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """A ``side``-wide strip of a canvas: the training window plus up to ``context_rows`` above and below.
+
+    Revision stems and long films reach far above and below the knee; a fixed window would never show
+    the network their ends, which it must segment at inference (on the whole, extended canvas). The
+    strip keeps that film so each epoch can cut the window at another height (``cut_training_window``).
+
+    Args:
+        canvas: (H, W) canvas image.
+        canvas_masks: (C, H, W) canvas masks.
+        side: the training window's side in canvas pixels (``PreprocessConfig.canvas_px``).
+        context_rows: rows kept above and below the anatomy-centred window (0: the window alone).
+
+    Returns:
+        The strip image (``side + 2 * context_rows``, ``side``), its masks (C, same), zero where the
+        canvas ends, and the (first, end) rows of the strip that hold canvas. The anatomy-centred
+        window (``training_window``) is always rows ``context_rows`` to ``context_rows + side``.
+    """
+    row, column = training_window(canvas_masks, side)
+    height = side + 2 * context_rows
+    first = max(0, row - context_rows)
+    end = min(canvas.shape[-2], row + side + context_rows)
+    top = first - (row - context_rows)
+    image = np.zeros((height, side), dtype=np.float32)
+    masks = np.zeros((canvas_masks.shape[0], height, side), dtype=bool)
+    image[top : top + end - first] = canvas[first:end, column : column + side]
+    masks[:, top : top + end - first] = canvas_masks[:, first:end, column : column + side]
+    return image, masks, (top, top + end - first)
+
+
+def cut_training_window(
+    image: np.ndarray,
+    masks: np.ndarray,
+    valid_rows: tuple[int, int] | np.ndarray,
+    side: int,
+    rng: np.random.Generator | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``side`` square of a training strip: at a uniformly random height inside the canvas rows with
+    ``rng``, or the anatomy-centred window (the strip's middle) without one (validation).
+
+    Args:
+        image: (..., H, side) strip image from ``training_strip``.
+        masks: (C, H, side) strip masks.
+        valid_rows: (first, end) rows of the strip that hold canvas.
+        side: window side.
+        rng: random source; None for the centred window.
+    """
+    height = image.shape[-2]
+    centred = (height - side) // 2
+    if rng is None or height == side:
+        top = centred
+    else:
+        first, end = int(valid_rows[0]), int(valid_rows[1])
+        low, high = min(first, centred), max(centred, end - side)
+        top = int(rng.integers(low, high + 1))
+    return image[..., top : top + side, :], masks[..., top : top + side, :]
+
+
 def restore_to_native(canvas_maps: np.ndarray, transform: CanvasTransform) -> np.ndarray:
     """Invert ``preprocess_radiograph`` for per-channel maps: (C, canvas rows, canvas columns) -> (C, H, W).
 

@@ -75,6 +75,9 @@ class TrainConfig(BaseModel):
         shuffle_buffer_images: rows mixed in each worker's local shuffle buffer (memory ~0.4 MB each at
             256 px); shards are also visited in a new order every epoch.
         cache_shard_images: images per canvas-cache shard file.
+        window_context_rows: canvas rows of film kept above and below each training window in the
+            cache; every epoch cuts the window at a random height within them, so the ends of long
+            films and revision stems are seen in training as they are at inference (0: a fixed window).
         max_failures: worker-group restarts (from the latest checkpoint) before the run fails.
         seed: initialisation and augmentation seed.
         checkpoint_every_epochs: checkpoint (and report metrics) every this many epochs.
@@ -101,6 +104,7 @@ class TrainConfig(BaseModel):
     channels_last: bool = True
     shuffle_buffer_images: int = Field(default=64, ge=1)
     cache_shard_images: int = Field(default=32, ge=1)
+    window_context_rows: int = Field(default=0, ge=0, le=4096)
     max_failures: int = Field(default=2, ge=0)
     seed: int = 0
     checkpoint_every_epochs: int = Field(default=1, ge=1)

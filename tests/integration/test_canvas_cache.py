@@ -118,3 +118,29 @@ def test_a_deleted_shard_is_rebuilt_and_only_that_one(settings: Settings) -> Non
         assert after[shard.key] == before[shard.key], f"{shard.key} was rewritten"
     assert after[lost] != before[lost]
     assert sorted(_read_back(rebuilt)) == sorted(index.uids)
+
+
+def test_a_training_cache_with_context_holds_strips_around_the_same_windows(settings: Settings) -> None:
+    store = store_from_settings(settings)
+    version = write_dataset_version(store, count=12, seed=3)
+    index = build_canvas_cache(settings, version, "train", shard_images=SHARD_IMAGES, context_rows=32)
+
+    assert index.context_rows == 32
+    assert index.prefix == cache_prefix(version, settings.preprocess, "train", 32)
+    assert index.prefix != cache_prefix(version, settings.preprocess, "train")
+    expected = load_split(settings, version, "train")
+    read_back: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    for batch in canvas_dataset(index).iter_batches(batch_format="numpy"):
+        for uid, image, masks, valid in zip(
+            batch["uid"], batch["image"], batch["masks"], batch["valid_rows"], strict=True
+        ):
+            read_back[str(uid)] = (image, masks, valid)
+    assert sorted(read_back) == sorted(expected.uids)
+    for row, uid in enumerate(expected.uids):
+        image, masks, valid = read_back[uid]
+        assert image.shape == (1, 128 + 64, 128) and masks.shape == (7, 128 + 64, 128)
+        assert 0 <= valid[0] <= 32 and 32 + 128 <= valid[1] <= 128 + 64
+        # The strip's middle is the fixed window a cache without context holds.
+        np.testing.assert_allclose(image[:, 32:160], expected.image[row], rtol=0, atol=1.0 / INTENSITY_LEVELS)
+        np.testing.assert_array_equal(masks[:, 32:160], expected.masks[row])
+        assert not image[:, : valid[0]].any() and not image[:, valid[1] :].any()

@@ -23,12 +23,24 @@ def _shard(count: int, side: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray
 def test_shard_round_trip(side: int) -> None:
     image, masks, uids = _shard(3, side)
     decoded = decode_shard(encode_shard(image, masks, uids))
-    assert set(decoded) == {"image", "masks", "uid"}
+    assert set(decoded) == {"image", "masks", "valid_rows", "uid"}
+    np.testing.assert_array_equal(decoded["valid_rows"], [[0, side]] * 3)  # every row holds canvas
     assert decoded["image"].shape == image.shape and decoded["image"].dtype == np.float32
     np.testing.assert_allclose(decoded["image"], image, rtol=0, atol=1.0 / INTENSITY_LEVELS)
     assert decoded["masks"].shape == masks.shape
     np.testing.assert_array_equal(decoded["masks"], masks.astype(np.uint8))
     assert tuple(decoded["uid"]) == uids
+
+
+def test_shard_keeps_strips_and_their_canvas_rows() -> None:
+    image = np.random.default_rng(3).random((2, 1, 48, 16), dtype=np.float32)
+    masks = np.zeros((2, NUM_STRUCTURES, 48, 16), dtype=bool)
+    masks[1, 2, 10:40, 3:9] = True
+    valid_rows = np.array([[0, 48], [8, 40]], dtype=np.int32)
+    decoded = decode_shard(encode_shard(image, masks, ("a", "b"), valid_rows))
+    assert decoded["image"].shape == (2, 1, 48, 16) and decoded["masks"].shape == (2, NUM_STRUCTURES, 48, 16)
+    np.testing.assert_array_equal(decoded["valid_rows"], valid_rows)
+    np.testing.assert_array_equal(decoded["masks"], masks.astype(np.uint8))
 
 
 def test_shard_clips_intensities_and_accepts_uint8_masks() -> None:

@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 
 from orthoseg.preprocessing import (
+    cut_training_window,
     masks_to_canvas,
     plan_canvas,
     preprocess_radiograph,
     restore_to_native,
+    training_strip,
     training_window,
 )
 from orthoseg.settings import PreprocessConfig
@@ -63,6 +65,59 @@ def test_training_window_keeps_one_knee_whole_on_a_two_knee_film() -> None:
     row, column = training_window(masks, 256)
     assert row == 0
     assert masks[0, :, column : column + 256].sum() == masks[0].sum()
+
+
+def _long_film_canvas() -> tuple[np.ndarray, np.ndarray]:
+    """A 640-row canvas (a long film) whose rows count up, with a femur above and a tibia below."""
+    canvas = np.repeat(np.arange(640, dtype=np.float32)[:, None], 256, axis=1)
+    masks = np.zeros((7, 640, 256), dtype=bool)
+    masks[0, 100:330, 60:200] = True
+    masks[1, 330:600, 60:200] = True
+    return canvas, masks
+
+
+def test_training_strip_keeps_film_above_and_below_the_window() -> None:
+    canvas, masks = _long_film_canvas()
+    row, _ = training_window(masks, 256)
+    image, strip_masks, valid_rows = training_strip(canvas, masks, 256, context_rows=160)
+    assert image.shape == (576, 256) and strip_masks.shape == (7, 576, 256)
+    # The anatomy-centred window is the strip's middle; the strip holds canvas rows row-160 .. row+416.
+    np.testing.assert_array_equal(image[160:416], canvas[row : row + 256])
+    first = max(0, row - 160)
+    end = min(640, row + 256 + 160)
+    assert valid_rows == (first - (row - 160), first - (row - 160) + end - first)
+    assert image[valid_rows[0] : valid_rows[1], 0].tolist() == list(range(first, end))
+    assert not image[: valid_rows[0]].any() and not strip_masks[:, valid_rows[1] :].any()
+
+
+def test_random_windows_reach_both_ends_of_a_long_film_and_never_leave_it() -> None:
+    canvas, masks = _long_film_canvas()
+    image, strip_masks, valid_rows = training_strip(canvas, masks, 256, context_rows=160)
+    rng = np.random.default_rng(0)
+    tops = []
+    for _ in range(400):
+        window, window_masks = cut_training_window(image, strip_masks, valid_rows, 256, rng)
+        assert window.shape == (256, 256) and window_masks.shape == (7, 256, 256)
+        first_row = int(window[0, 0])
+        np.testing.assert_array_equal(window[:, 0], np.arange(first_row, first_row + 256))  # canvas only
+        tops.append(first_row)
+    row, _ = training_window(masks, 256)
+    reach = (max(0, row - 160), min(640, row + 256 + 160) - 256)
+    assert (min(tops), max(tops)) == reach  # both ends of the strip's film are seen
+    assert reach[0] == row - 160 and reach[1] == 640 - 256  # 160 rows above; the film ends below
+    centred, _ = cut_training_window(image, strip_masks, valid_rows, 256, None)
+    assert int(centred[0, 0]) == row
+
+
+def test_a_film_no_taller_than_the_window_gives_the_window_at_any_draw() -> None:
+    canvas = np.random.default_rng(1).random((256, 256)).astype(np.float32)
+    masks = np.zeros((7, 256, 256), dtype=bool)
+    masks[0, 40:200, 40:200] = True
+    image, strip_masks, valid_rows = training_strip(canvas, masks, 256, context_rows=64)
+    assert valid_rows == (64, 320)
+    window, window_masks = cut_training_window(image, strip_masks, valid_rows, 256, np.random.default_rng(2))
+    np.testing.assert_array_equal(window, canvas)
+    np.testing.assert_array_equal(window_masks, masks)
 
 
 def test_invalid_canvas_sizes_are_refused() -> None:

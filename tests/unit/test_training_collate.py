@@ -16,7 +16,7 @@ def test_concurrent_collation_never_mixes_random_parameters() -> None:
     # threads sharing one chain without a lock fail with a tensor size mismatch.
     torch.set_num_threads(1)
     transforms = build_train_transforms(AugmentConfig(histogram_shift_probability=1.0))
-    collate = _augmenting_collate(transforms)
+    collate = _augmenting_collate(transforms, seed=0)
     rng = np.random.default_rng(0)
     batch = {
         "image": rng.random((2, 1, 64, 64), dtype=np.float32),
@@ -40,3 +40,27 @@ def test_concurrent_collation_never_mixes_random_parameters() -> None:
         thread.join()
     assert errors == []
     assert shapes == [((2, 1, 64, 64), (2, 7, 64, 64))] * 160
+
+
+def test_training_strips_are_cut_at_random_heights_and_validation_at_the_centre() -> None:
+    from orthoseg.training.loop import _windows
+
+    rows = np.arange(128, dtype=np.float32)
+    batch = {
+        "image": np.broadcast_to(rows[None, None, :, None], (3, 1, 128, 64)).copy(),
+        "masks": np.zeros((3, 7, 128, 64), dtype=np.uint8),
+        "valid_rows": np.array([[0, 128], [32, 96], [10, 128]], dtype=np.int32),
+    }
+    centred, _ = _windows(batch, None)
+    assert centred.shape == (3, 1, 64, 64)
+    assert centred[:, 0, 0, 0].tolist() == [32.0, 32.0, 32.0]
+    tops = {index: set() for index in range(3)}
+    rng = np.random.default_rng(0)
+    for _ in range(1000):
+        windows, masks = _windows(batch, rng)
+        assert windows.shape == (3, 1, 64, 64) and masks.shape == (3, 7, 64, 64)
+        for index in range(3):
+            tops[index].add(int(windows[index, 0, 0, 0]))
+    assert tops[0] == set(range(0, 65))  # every height of a film that fills the strip
+    assert tops[1] == {32}  # the film fills only the window: no choice
+    assert min(tops[2]) == 10 and max(tops[2]) == 64

@@ -66,10 +66,13 @@ class LoopConfig(BaseModel):
         return max(1, math.ceil(per_worker / self.train.batch_size))
 
 
-def _augmenting_collate(transforms: Callable[[dict], dict] | None) -> Any:
+def _augmenting_collate(transforms: Callable[[dict], dict] | None, seed: int) -> Any:
     """A Ray Data collate function that turns a numpy batch into augmented (images, masks) tensors on the
-    worker, in Ray's batch-prefetching thread (so augmentation overlaps the previous step)."""
+    worker, in Ray's batch-prefetching thread (so augmentation overlaps the previous step). With
+    augmentation, each training strip's window is cut at a random height (``seed`` starts that stream)."""
     from ray.data.collate_fn import NumpyBatchCollateFn
+
+    rng = np.random.default_rng(seed) if transforms is not None else None
 
     # Ray may collate several batches at once on prefetch threads, and a MONAI random transform keeps its
     # drawn parameters between ``randomize`` and its use: one transform chain, one batch at a time.
@@ -77,23 +80,46 @@ def _augmenting_collate(transforms: Callable[[dict], dict] | None) -> Any:
 
     class AugmentingCollate(NumpyBatchCollateFn):
         def __call__(self, batch: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-            return _collate(batch, transforms, lock)
+            return _collate(batch, transforms, lock, rng)
 
     return AugmentingCollate()
 
 
+def _windows(batch: dict[str, np.ndarray], rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray]:
+    """The square training windows of a batch of strips (``canvas_cache``): random heights with ``rng``,
+    the anatomy-centred window without."""
+    from orthoseg.preprocessing import cut_training_window
+
+    images, masks = batch["image"], batch["masks"]
+    side = images.shape[-1]
+    if images.shape[-2] == side:
+        return images, masks
+    valid_rows = batch.get("valid_rows")
+    cut = [
+        cut_training_window(
+            image, mask, valid_rows[row] if valid_rows is not None else (0, image.shape[-2]), side, rng
+        )
+        for row, (image, mask) in enumerate(zip(images, masks, strict=True))
+    ]
+    return np.stack([c[0] for c in cut]), np.stack([c[1] for c in cut])
+
+
 def _collate(
-    batch: dict[str, np.ndarray], transforms: Callable[[dict], dict] | None, lock: threading.Lock
+    batch: dict[str, np.ndarray],
+    transforms: Callable[[dict], dict] | None,
+    lock: threading.Lock,
+    rng: np.random.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     import torch
 
     from orthoseg.augment import augment_batch
 
-    images = torch.from_numpy(np.ascontiguousarray(batch["image"], dtype=np.float32))
-    masks = torch.from_numpy(np.ascontiguousarray(batch["masks"]))
-    if transforms is None:
-        return images, masks.float()
-    with lock:
+    with lock:  # the window heights and the transforms draw from streams shared by prefetch threads
+        image_windows, mask_windows = _windows(batch, rng)
+        images = torch.from_numpy(np.ascontiguousarray(image_windows, dtype=np.float32))
+        masks = torch.from_numpy(np.ascontiguousarray(mask_windows))
+        if transforms is None:
+            return images, masks.float()
         return augment_batch(images, masks, transforms)
 
 
@@ -193,8 +219,9 @@ def validate(
             owned = np.array([_owned_by(str(uid), rank, world_size) for uid in batch["uid"]], dtype=bool)
             if not owned.any():
                 continue
-            images = torch.from_numpy(np.ascontiguousarray(batch["image"][owned], dtype=np.float32))
-            truth = torch.from_numpy(np.ascontiguousarray(batch["masks"][owned])).to(device)
+            image_windows, mask_windows = _windows(batch, None)
+            images = torch.from_numpy(np.ascontiguousarray(image_windows[owned], dtype=np.float32))
+            truth = torch.from_numpy(np.ascontiguousarray(mask_windows[owned])).to(device)
             logits = forward_logits(network, images.to(device), amp)
             scores = dice_per_image(torch.sigmoid(logits) >= 0.5, truth).double().cpu()
             sums[:-1] += scores.sum(dim=0)
@@ -304,7 +331,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     # Ray: the whole validation split on every worker (not split; each scores the UIDs it owns).
     val_data = ray.train.get_dataset_shard("val") if loop.val_images else None
     transforms = build_train_transforms(loop.augment) if loop.augment.enabled else None
-    collate = _augmenting_collate(transforms)
+    collate = _augmenting_collate(transforms, train_config.seed + 7919 * rank)
     loss_function = SegmentationLoss(train_config)
     steps = loop.steps_per_epoch(world_size)
     present = np.asarray(loop.structures_present, dtype=bool)

@@ -295,7 +295,9 @@ def run_training(
         )
 
     shard_images = settings.train.cache_shard_images
-    train = build_canvas_cache(settings, version, "train", shard_images=shard_images)
+    train = build_canvas_cache(
+        settings, version, "train", shard_images=shard_images, context_rows=settings.train.window_context_rows
+    )
     val = build_canvas_cache(settings, version, "val", shard_images=shard_images)
     if len(train) == 0:
         raise DatasetError(f"dataset {version!r} has no training images")
@@ -388,11 +390,13 @@ def _log_augmentation_preview(settings: Settings, train: CanvasCacheIndex, sampl
         return
     store = open_store(train.store_uri, train.s3_endpoint_url)
     shard = decode_shard(store.get_bytes(train.shards[0].key))
+    side = train.preprocess.canvas_px
+    top = train.context_rows  # the anatomy-centred window of each strip
     with tempfile.TemporaryDirectory(prefix="orthoseg-augment-") as tmp:
         path = Path(tmp) / "augmentation_preview.png"
         augmentation_preview_png(
-            shard["image"][:samples],
-            shard["masks"][:samples],
+            shard["image"][:samples, :, top : top + side],
+            shard["masks"][:samples, :, top : top + side],
             settings.augment,
             path,
             seed=settings.train.seed,
