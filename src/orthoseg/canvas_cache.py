@@ -147,7 +147,11 @@ def decode_shard(data: bytes) -> dict[str, np.ndarray]:
         return {
             "image": image,
             "masks": masks,
-            "valid_rows": shard["valid_rows"].astype(np.int32),
+            "valid_rows": (
+                shard["valid_rows"].astype(np.int32)
+                if "valid_rows" in shard.files
+                else np.tile(np.array([0, image.shape[-2]], dtype=np.int32), (image.shape[0], 1))
+            ),
             "uid": shard["uids"].astype(str),
         }
 
@@ -253,6 +257,7 @@ def build_canvas_cache(
         and existing.uids == uids
         and existing.preprocess == preprocess
         and existing.context_rows == context_rows
+        and existing.format_version == CACHE_FORMAT_VERSION  # an older layout is rebuilt, not misread
     ):
         if progress is not None:
             progress(len(uids), len(uids))

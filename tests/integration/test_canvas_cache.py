@@ -144,3 +144,16 @@ def test_a_training_cache_with_context_holds_strips_around_the_same_windows(sett
         np.testing.assert_allclose(image[:, 32:160], expected.image[row], rtol=0, atol=1.0 / INTENSITY_LEVELS)
         np.testing.assert_array_equal(masks[:, 32:160], expected.masks[row])
         assert not image[:, : valid[0]].any() and not image[:, valid[1] :].any()
+
+
+def test_a_cache_of_an_older_layout_is_rebuilt_not_misread(settings: Settings) -> None:
+    store = store_from_settings(settings)
+    version = write_dataset_version(store, count=12, seed=3)
+    index = _build(settings, version)
+    old = index.model_copy(update={"format_version": "1"})  # same images, complete, older layout
+    store.put_bytes(join_key(index.prefix, INDEX_FILE), old.model_dump_json().encode())
+
+    rebuilt = _build(settings, version)
+
+    assert rebuilt.format_version == index.format_version and rebuilt.uids == index.uids
+    assert sorted(_read_back(rebuilt)) == sorted(index.uids)
