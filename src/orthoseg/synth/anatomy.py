@@ -61,6 +61,9 @@ class Bone:
         trabecular_until_t: t (bone frame) where cancellous bone gives way to the marrow cavity,
             as (start, end) of the transition; None when the inside is cancellous everywhere.
         keep: optional cut (a ``Polytope`` region) the bone is trimmed to, set by implants.
+        joint_t: t of the joint surface, where the bone has one.
+        shaft_direction: unit direction (bone frame) of the diaphysis' centreline: the anatomical axis
+            a film shows and the angles' truth uses. The frame's t axis when the shaft is straight.
     """
 
     name: str
@@ -70,6 +73,7 @@ class Bone:
     trabecular_until_t: tuple[float, float] | None = None
     keep: list[Cut] = field(default_factory=list)
     joint_t: float | None = None
+    shaft_direction: tuple[float, float, float] = (0.0, 0.0, 1.0)
 
 
 @dataclass
@@ -259,7 +263,9 @@ def build_femur(spec: KneeSpec, frame: Frame, length_mm: float = 420.0) -> tuple
             return (depth * notch - shrink_fn(t)) * cap(t, t_base, 6.0 * k, 2.0)  # type: ignore[operator]
 
         def ca(t: np.ndarray) -> np.ndarray:
-            base = -3.0 * k * (1 - smooth((t - 20 * k) / (80 * k))) + bow * np.clip(t - 60, 0, None) * 4
+            # The condyles sit behind the shaft; the centre reaches the shaft's line where the coronal
+            # flare does (~60 mm), then follows the anterior bow.
+            base = -3.0 * k * (1 - smooth((t - 20 * k) / (40 * k))) + bow * np.clip(t - 60, 0, None) * 4
             return base + 3.0 * k * (1 - smooth((t - t_base) / (16 * k)))
 
         return Lobe(frame, make_profile(t_base, length_mm, DT_MM, 0.0, ca, rm, ra))
@@ -285,7 +291,16 @@ def build_femur(spec: KneeSpec, frame: Frame, length_mm: float = 420.0) -> tuple
         inner.append(condyle_lobe(*args, shrink=1.1, epicondyle=epicondyle))
     if spec.osteophytes:
         outer.extend(_osteophytes_femur(spec, frame, shape))
-    bone = Bone("femur", frame, outer, inner, trabecular_until_t=(35 * k, 85 * k), joint_t=0.0)
+    shaft = np.array([0.0, 4 * bow, 1.0]) / float(np.hypot(4 * bow, 1.0))  # the centre's slope above 60 mm
+    bone = Bone(
+        "femur",
+        frame,
+        outer,
+        inner,
+        trabecular_until_t=(35 * k, 85 * k),
+        joint_t=0.0,
+        shaft_direction=(float(shaft[0]), float(shaft[1]), float(shaft[2])),
+    )
     return bone, shape
 
 

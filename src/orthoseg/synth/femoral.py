@@ -189,12 +189,29 @@ def build_femoral(
         axle_frame = frame.child((0.0, center_a, radius_m), rotation("a", 90.0))
         axle = _cylinder(axle_frame, -box_half - 6.0, box_half + 6.0, 7.0)
         metal.append(Solid("hinge axle", material, [axle], channel=FEMORAL))
-    cuts = [Cut(keep, "keep")]
+    cuts = _resections(frame, keep_planes, top_t + 2.0)
     cut_planes = {"distal": keep_planes[0], "anterior": keep_planes[1], "posterior": keep_planes[2]}
     extent = ((-45.0, a_post - 2.0, distal_mm - 2.0), (45.0, a_ant + 2.0, top_t + 2.0))
     return FemoralBuild(
         frame, metal, cuts, ([runners[0]], [runners[1]]), cut_planes, keep_planes, stem, distal_mm, extent
     )
+
+
+def _resections(frame: Frame, keep_planes: tuple[Plane, ...], top_t: float) -> list[Cut]:
+    """The bone a TKA's cuts remove: outside the cut box, below the component's top (``top_t``, mm).
+
+    A saw cut ends where it leaves the bone at the top of the component; above it the femur is whole
+    whatever the component's flexion. (Keeping only the cut box's inside would carry a flexed
+    component's anterior and posterior planes up the whole shaft and shave it to a spike.) The outside
+    of the convex box is split into disjoint convex pieces: outside plane k, inside planes 0..k-1.
+    """
+    below_top = Plane((0.0, 0.0, 1.0), top_t)
+    cuts = []
+    for index, plane in enumerate(keep_planes):
+        outside = Plane(tuple(-x for x in plane.normal), -plane.offset)  # type: ignore[arg-type]
+        planes = (outside, *keep_planes[:index], below_top)
+        cuts.append(Cut(Polytope(frame, planes, (-80.0, -80.0, -60.0), (80.0, 80.0, top_t)), "remove"))
+    return cuts
 
 
 def _uka(spec: KneeSpec, frame: Frame, shape: FemurShape, k: float, rng: np.random.Generator) -> FemoralBuild:

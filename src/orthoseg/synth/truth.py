@@ -67,8 +67,12 @@ def _tilt(vector: np.ndarray, toward: np.ndarray, camera: Camera) -> float:
 
 def knee_angles(scene: KneeScene, camera: Camera, view: str) -> dict[str, float | None]:
     """Angles of one knee as seen on this image (None where a component is absent or the view differs)."""
-    femur_axis = scene.femur.direction((0.0, 0.0, 1.0))
-    tibia_axis = scene.knee.direction((0.0, 0.0, 1.0))
+    bones = {bone.name: bone for bone in scene.bones}
+    # The anatomical axes are the diaphyses' centrelines as rendered (the femur's follows its bow).
+    femur_axis = scene.femur.direction(
+        bones["femur"].shaft_direction if "femur" in bones else (0.0, 0.0, 1.0)
+    )
+    tibia_axis = scene.knee.direction(bones["tibia"].shaft_direction if "tibia" in bones else (0.0, 0.0, 1.0))
     lateral = scene.knee.direction((-1.0, 0.0, 0.0))
     anterior = scene.knee.direction((0.0, 1.0, 0.0))
     out: dict[str, float | None] = {

@@ -32,7 +32,8 @@ def test_angles_recovered_from_projected_landmarks(view: str) -> None:
             return pb - pa
 
         tibia_down = image_of(scene.knee, (0, 0, 0), (0, 0, -100))
-        femur_up = image_of(scene.femur, (0, 0, 0), (0, 0, 100))
+        shaft = {bone.name: bone for bone in scene.bones}["femur"].shaft_direction
+        femur_up = image_of(scene.femur, (0, 0, 0), tuple(100 * np.asarray(shaft)))
         medial = image_of(scene.knee, (0, 0, 0), (30, 0, 0))
         if view == "AP":
             tray = image_of(scene.tibial.frame, (-30, 0, 0), (30, 0, 0))
@@ -80,3 +81,37 @@ def test_tray_angle_on_the_image_matches_the_truth() -> None:
         if checked == 4:
             break
     assert checked >= 3
+
+
+def _inside(polytope, point: np.ndarray) -> bool:  # noqa: ANN001 - a synth Polytope
+    local = polytope.frame.axes.T @ (point - polytope.frame.origin)
+    lo, hi = polytope.bounds()
+    in_box = bool(np.all(local >= lo) and np.all(local <= hi))
+    return in_box and all(float(np.dot(p.normal, local)) <= p.offset for p in polytope.planes)
+
+
+def test_the_femoral_shaft_stays_whole_above_a_flexed_component() -> None:
+    """A TKA's anterior and posterior cuts end at the top of the component: the shaft's anterior and
+    posterior cortex above it stay bone whatever the component's flexion (they used to be shaved off
+    up the whole shaft, which a lateral film showed as a spike)."""
+    config = SynthConfig(count=20, seed=5, views=("LAT",), category_weights={"tka": 1.0, "revision_tka": 1.0})
+    checked = 0
+    for index in range(20):
+        spec = image_spec(index, config)
+        knee = spec.knees[0]
+        if knee.femoral_flexion_deg < 2.0:
+            continue
+        scene = build_knee(knee, spec.flexion_deg, seed=index)
+        femur = {bone.name: bone for bone in scene.bones}["femur"]
+        depth = 0.9 * 14.7 * knee.bone_scale  # just inside the shaft's anterior and posterior surface
+        for t in (80.0, 120.0, 160.0, 200.0):
+            for a in (depth, -depth):
+                point = scene.femur.to_parent((0.0, a, t))
+                removed = any(
+                    (cut.mode == "keep" and not _inside(cut.region, point))
+                    or (cut.mode == "remove" and _inside(cut.region, point))
+                    for cut in femur.keep
+                )
+                assert not removed, f"knee {index}: shaft cut away {t:.0f} mm up at a={a:+.1f} mm"
+        checked += 1
+    assert checked >= 5
