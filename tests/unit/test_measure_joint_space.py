@@ -54,3 +54,16 @@ def test_no_femur_above_a_compartment_is_refused() -> None:
     medial, lateral = _measure(femur, tibia)
     assert medial is None
     assert lateral is not None
+
+
+def test_spine_under_the_condyles_edge_is_not_the_joint_space() -> None:
+    """A spine that rises under the inner edge of a condyle (the femoral side there is within the condyle
+    window of its lowest point) still is not the plateau: columns far above the compartment's median
+    tibial height are left out, and the gap is read from condyle to plateau."""
+    femur, tibia = _knee(medial_bottom_row=199, lateral_bottom_row=199)
+    femur[:200, 250:262] = True  # the medial condyle reaches over the spine
+    tibia[196:220, 252:260] = True  # spine 12 mm high, 1.5 mm below the condyle's edge
+    medial, lateral = _measure(femur, tibia)
+    assert medial is not None and lateral is not None
+    assert abs(medial - 10.5) < 1e-6
+    assert abs(lateral - 10.5) < 1e-6

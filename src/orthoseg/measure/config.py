@@ -63,6 +63,9 @@ class MeasurementConfig(BaseModel):
         joint_band_fraction: each compartment's gap is read over this central share of its half-width.
         joint_condyle_window_mm: columns whose femoral side lies within this distance of the compartment's
             lowest femoral point are under the condyle; only they give the joint space.
+        joint_plateau_peak_mm: columns where the tibial side rises more than this above the compartment's
+            median tibial height (a tibial spine, a rim, a tray's edge) are not read: the gap there does not
+            run to the articular surface.
         joint_space_max_mm: gaps above this are implausible (flagged and not reported).
     """
 
@@ -107,4 +110,5 @@ class MeasurementConfig(BaseModel):
     tray_zone_depth_mm: float = Field(default=6.0, gt=0)
     joint_band_fraction: float = Field(default=0.6, gt=0, le=1)
     joint_condyle_window_mm: float = Field(default=2.0, gt=0)
+    joint_plateau_peak_mm: float = Field(default=2.0, gt=0)
     joint_space_max_mm: float = Field(default=30.0, gt=0)

@@ -5,8 +5,10 @@ knee, a UKA's unreplaced compartment and a TKA are measured alike). Each compart
 joint on its side of the joint centre; over the central ``joint_band_fraction`` of that half the gap
 along the tibial axis is read per 0.5 mm column, and the compartment's joint space is the smallest gap
 under the condyle: only columns where the femoral side lies within ``joint_condyle_window_mm`` of its lowest
-point in the compartment count (the condyle's flat distal surface on AP). Elsewhere in the band the gap
-runs from the notch roof or a component's edge to the tibial spines, which is not the articular gap.
+point in the compartment count (the condyle's flat distal surface on AP), and only columns where the tibial
+side is within ``joint_plateau_peak_mm`` of its median height in the band (the plateau, not a spine or a
+rim). Elsewhere in the band the gap runs from the notch roof or a component's edge to the tibial spines,
+which is not the articular gap.
 A polyethylene insert is radiolucent and not in any mask, so on a TKA or a UKA's replaced compartment the
 gap read is condyle (metal) to tray (metal), which is what a reader measures on the film.
 
@@ -88,6 +90,10 @@ def joint_spaces(
         # runs from the notch or a component's edge down to the tibial spines or a native rim, which
         # is not the articular gap.
         ok = np.isfinite(gap)
+        if ok.any():
+            # The plateau, not the spines or a rim: columns well above the compartment's median tibial
+            # height are left out (the spines sit at the inner end of the band, a rim at the outer one).
+            ok &= tibial <= np.nanmedian(tibial[ok]) + config.joint_plateau_peak_mm
         if not ok.any():
             result.append(None)
             continue
