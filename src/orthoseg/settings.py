@@ -125,6 +125,8 @@ class Settings(BaseSettings):
     Attributes:
         store: object store root, a local folder or ``s3://bucket/prefix``.
         s3_endpoint_url: S3 endpoint (MinIO, moto, ...); ``None`` for AWS.
+        s3_max_attempts: attempts per S3 call, the first included (botocore ``standard`` retry mode:
+            throttling, 5xx and dropped connections are retried with exponential backoff and jitter).
         mlflow_uri: MLflow tracking and registry URI.
         ray_address: Ray cluster address; ``None`` starts a local one.
         model_name: registered model name.
@@ -133,6 +135,11 @@ class Settings(BaseSettings):
         validation_workers: parallel processes for validation.
         validation_max_file_bytes: files larger than this are refused unread.
         validation_worker_memory_limit_bytes: address-space cap of each validation reader process.
+        validation_file_time_limit_s: seconds one file may take to read and decode in a validation reader
+            process; past it the reader is stopped and replaced and the file quarantined (a hung decoder).
+        validation_pixel_spacing_ranges_mm: plausible pixel spacing per Modality, in millimetres, e.g.
+            ``{"DX": [0.05, 1.0]}`` (JSON in ``ORTHOSEG_VALIDATION_PIXEL_SPACING_RANGES_MM``); None keeps the
+            defaults of ``ValidationConfig.pixel_spacing_ranges_mm`` (0.05-1.0 mm for DX, CR, DR).
         pseudonym_salt: secret salt of patient pseudonyms; keep it for the life of a dataset lineage,
             since the train/val/test split derives from the pseudonym.
         profile: a named training profile (``demo``, ``standard``, ``full``; ``orthoseg.profiles``)
@@ -147,6 +154,7 @@ class Settings(BaseSettings):
 
     store: str = "./.orthoseg/store"
     s3_endpoint_url: str | None = None
+    s3_max_attempts: int = Field(default=5, ge=1, le=50)
     mlflow_uri: str = "sqlite:///.orthoseg/mlflow.db"
     ray_address: str | None = None
     model_name: str = "orthoseg-knee"
@@ -155,6 +163,8 @@ class Settings(BaseSettings):
     validation_workers: int = Field(default=2, ge=1)
     validation_max_file_bytes: int = Field(default=512 * 1024**2, ge=1024)
     validation_worker_memory_limit_bytes: int | None = 4 * 1024**3
+    validation_file_time_limit_s: float = Field(default=120.0, gt=0, le=86400)
+    validation_pixel_spacing_ranges_mm: dict[str, tuple[float, float]] | None = None
     pseudonym_salt: SecretStr | None = None
     profile: str | None = None
     preprocess: PreprocessConfig = PreprocessConfig()

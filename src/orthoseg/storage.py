@@ -13,9 +13,37 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from botocore.config import Config
+
     from orthoseg.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+# Attempts per S3 call (the first one included) unless ``Settings.s3_max_attempts`` says otherwise.
+DEFAULT_S3_MAX_ATTEMPTS = 5
+# Seconds to wait for a TCP connection to the S3 endpoint before that attempt counts as failed.
+S3_CONNECT_TIMEOUT_S = 10
+
+
+def s3_client_config(max_attempts: int = DEFAULT_S3_MAX_ATTEMPTS) -> Config:
+    """The botocore client configuration of every S3 client: the one place retries are set.
+
+    botocore's ``standard`` retry mode retries throttling (``SlowDown``, 429, 503), transient server
+    errors (500, 502, 504) and connection failures (reset, closed before a response, connect and read
+    timeouts) with exponential backoff and full jitter (up to 20 s between attempts), within a client-wide
+    retry quota so an outage is not amplified. ``max_attempts`` counts the first attempt: 1 never retries
+    (botocore's ``total_max_attempts``; its ``max_attempts`` key would count retries only).
+
+    Raises:
+        ValueError: when ``max_attempts`` is below 1.
+    """
+    from botocore.config import Config
+
+    if max_attempts < 1:
+        raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+    return Config(
+        retries={"total_max_attempts": max_attempts, "mode": "standard"}, connect_timeout=S3_CONNECT_TIMEOUT_S
+    )
 
 
 class StoreError(RuntimeError):
@@ -186,11 +214,15 @@ class LocalStore:
 
 
 class S3Store:
-    """An S3 (or MinIO / any S3-compatible) bucket and prefix, through boto3 with retries."""
+    """An S3 (or MinIO / any S3-compatible) bucket and prefix, through boto3 with retries.
 
-    def __init__(self, uri: str, endpoint_url: str | None = None, max_attempts: int = 5) -> None:
+    Every call is retried with backoff as ``s3_client_config`` sets (``max_attempts`` attempts in all).
+    """
+
+    def __init__(
+        self, uri: str, endpoint_url: str | None = None, max_attempts: int = DEFAULT_S3_MAX_ATTEMPTS
+    ) -> None:
         import boto3
-        from botocore.config import Config
 
         if not uri.startswith("s3://"):
             raise ValueError(f"S3 store URI must start with s3://, got {uri!r}")
@@ -201,8 +233,8 @@ class S3Store:
         self.prefix = prefix.strip("/")
         self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
         self.endpoint_url = endpoint_url
-        config = Config(retries={"max_attempts": max_attempts, "mode": "standard"}, connect_timeout=10)
-        self._client = boto3.client("s3", endpoint_url=endpoint_url, config=config)
+        self.max_attempts = max_attempts
+        self._client = boto3.client("s3", endpoint_url=endpoint_url, config=s3_client_config(max_attempts))
 
     def _key(self, key: str) -> str:
         return join_key(self.prefix, normalize_key(key))
@@ -284,16 +316,26 @@ class S3Store:
         return f"S3Store({self.uri}, endpoint={self.endpoint_url})"
 
 
-def open_store(uri: str, endpoint_url: str | None = None) -> ObjectStore:
-    """Open the store behind ``uri``: ``s3://bucket/prefix`` or a local folder / ``file://`` URI."""
+def open_store(
+    uri: str, endpoint_url: str | None = None, max_attempts: int = DEFAULT_S3_MAX_ATTEMPTS
+) -> ObjectStore:
+    """Open the store behind ``uri``: ``s3://bucket/prefix`` or a local folder / ``file://`` URI.
+
+    ``max_attempts`` (S3 only) is the attempts per call, retries with backoff included.
+    """
     if uri.startswith("s3://"):
-        return S3Store(uri, endpoint_url=endpoint_url)
+        return S3Store(uri, endpoint_url=endpoint_url, max_attempts=max_attempts)
     return LocalStore(uri)
 
 
 def store_from_settings(settings: Settings) -> ObjectStore:
-    """The project's object store as configured (``ORTHOSEG_STORE``, ``ORTHOSEG_S3_ENDPOINT_URL``)."""
-    return open_store(settings.store, endpoint_url=settings.s3_endpoint_url)
+    """The project's object store as configured.
+
+    ``ORTHOSEG_STORE``, ``ORTHOSEG_S3_ENDPOINT_URL`` and ``ORTHOSEG_S3_MAX_ATTEMPTS`` (attempts per S3 call).
+    """
+    return open_store(
+        settings.store, endpoint_url=settings.s3_endpoint_url, max_attempts=settings.s3_max_attempts
+    )
 
 
 def substore(store: ObjectStore, prefix: str) -> ObjectStore:
@@ -302,6 +344,8 @@ def substore(store: ObjectStore, prefix: str) -> ObjectStore:
         return LocalStore(store.root / normalize_key(prefix))
     if isinstance(store, S3Store):
         return S3Store(
-            f"s3://{store.bucket}/{join_key(store.prefix, normalize_key(prefix))}", store.endpoint_url
+            f"s3://{store.bucket}/{join_key(store.prefix, normalize_key(prefix))}",
+            store.endpoint_url,
+            max_attempts=store.max_attempts,
         )
     raise TypeError(f"cannot take a sub-store of {store!r}")

@@ -71,7 +71,9 @@ def resolve_source(settings: Settings, source: str) -> ObjectStore:
         ValueError: when ``source`` is a local file rather than a folder.
     """
     if source.startswith(("s3://", "file://")):
-        return open_store(source, endpoint_url=settings.s3_endpoint_url)
+        return open_store(
+            source, endpoint_url=settings.s3_endpoint_url, max_attempts=settings.s3_max_attempts
+        )
     path = Path(source).expanduser()
     if path.is_dir():
         return open_store(str(path))
