@@ -41,12 +41,16 @@ class Radiograph:
     attributes: dict[str, str] = field(default_factory=dict)
 
 
-def pixel_spacing_mm(dataset: object) -> tuple[float, float] | None:
-    """Pixel spacing in mm: PixelSpacing if present, else ImagerPixelSpacing (detector plane).
+SPACING_KEYWORDS = ("PixelSpacing", "ImagerPixelSpacing")
 
-    Returns None when neither is present or the values are not positive numbers.
+
+def pixel_spacing_with_source(dataset: object) -> tuple[tuple[float, float], str] | None:
+    """(row, column) pixel spacing in mm and the attribute it came from, as ``pixel_spacing_mm`` picks it.
+
+    PixelSpacing (patient plane) wins when it holds two positive numbers, else ImagerPixelSpacing
+    (detector plane); None when neither does.
     """
-    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+    for keyword in SPACING_KEYWORDS:
         value = getattr(dataset, keyword, None)
         if value is None:
             continue
@@ -55,8 +59,17 @@ def pixel_spacing_mm(dataset: object) -> tuple[float, float] | None:
         except (TypeError, ValueError, IndexError):
             continue
         if row > 0 and col > 0 and np.isfinite(row) and np.isfinite(col):
-            return row, col
+            return (row, col), keyword
     return None
+
+
+def pixel_spacing_mm(dataset: object) -> tuple[float, float] | None:
+    """Pixel spacing in mm: PixelSpacing if present, else ImagerPixelSpacing (detector plane).
+
+    Returns None when neither is present or the values are not positive numbers.
+    """
+    found = pixel_spacing_with_source(dataset)
+    return None if found is None else found[0]
 
 
 def read_header(data: bytes) -> object:

@@ -42,7 +42,10 @@ def test_validation_on_s3_accounts_for_every_file_and_is_idempotent(
         s3_store, synth.SynthConfig(count=4, seed=3, batch="s3batch", image_px=256, broken_count=7)
     )
     settings = Settings(store=s3_store.uri, s3_endpoint_url=s3_endpoint, work_dir=str(tmp_path / "work"))
-    config = ValidationConfig(workers=2, pseudonym_salt="s3-salt")
+    # 256-pixel test films span 190-400 mm: up to 1.6 mm pixels, coarser than the 1 mm a real DX allows.
+    config = ValidationConfig(
+        workers=2, pseudonym_salt="s3-salt", pixel_spacing_ranges_mm={"DX": (0.05, 2.0)}
+    )
     source = f"{s3_store.uri}/incoming/s3batch"
     summary = validate_batch(settings, source, "s3batch", "training", config=config)
 

@@ -6,8 +6,8 @@ truth files share the verdict of the image they pair with; files that pair with 
 orphans. Every file outside ``labels/`` and ``truth/`` is an image candidate (a stray README is refused as
 not DICOM); empty directories are not files and are not counted; links are refused and never followed.
 Links and files over ``max_file_bytes`` are described in ``quarantine/`` (``.reasons.json``) but not
-copied: the limit exists so that such a file is never read. Duplicate SOPInstanceUIDs in a batch: the
-first file in key order is judged, the others are refused as duplicates.
+copied: the limit exists so that such a file is never read. Duplicate SOPInstanceUIDs in a batch: the best
+readable copy is judged, the others are refused as duplicates naming it (``validation.duplicates``).
 
 Re-running a batch rewrites nothing that is already right: the dataset version is a content hash and
 every copy skips a destination that already holds the same bytes. Reports under
@@ -38,6 +38,7 @@ from orthoseg.settings import Settings
 from orthoseg.storage import ObjectStore, join_key, store_from_settings
 from orthoseg.validation import dataset as ds
 from orthoseg.validation.config import ValidationConfig
+from orthoseg.validation.duplicates import mark_duplicates, refused_copies
 from orthoseg.validation.executor import read_all
 from orthoseg.validation.inventory import InputFile, Inventory, check_source, resolve_source, take_inventory
 from orthoseg.validation.outputs import copy_object, put_file_if_changed, put_if_changed, run_threads
@@ -49,7 +50,8 @@ from orthoseg.validation.reader import (
     supported_transfer_syntaxes,
 )
 from orthoseg.validation.report import render_report
-from orthoseg.validation.suite import SuiteOutcome, build_checks, run_suite
+from orthoseg.validation.spacing import judge_all
+from orthoseg.validation.suite import Check, SuiteOutcome, build_checks, run_suite
 
 logger = logging.getLogger(__name__)
 
@@ -189,23 +191,19 @@ def _check_arguments(batch: str, purpose: str) -> None:
 
 
 def _pair(
-    rows: list[dict[str, Any]], inventory: Inventory, previous: pd.DataFrame | None
+    rows: list[dict[str, Any]],
+    inventory: Inventory,
+    previous: pd.DataFrame | None,
+    config: ValidationConfig,
+    checks: list[Check],
+    batch: str,
 ) -> tuple[list[dict[str, Any]], dict[str, list[InputFile]]]:
-    """Mark duplicates and dataset conflicts, give labels and truth to their image, add orphan rows."""
+    """Judge spacing, mark copies (best kept) and dataset conflicts, pair labels and truth, add orphans."""
     known: dict[str, str] = {}
     if previous is not None and len(previous):
         known = dict(zip(previous["sop_instance_uid"], previous["sha256"], strict=True))
-    first_by_uid: dict[str, str] = {}
-    for row in sorted(rows, key=lambda r: r["file_key"]):
-        if not row["readable"]:
-            continue
-        uid = row["sop_instance_uid"]
-        row["duplicate_of"] = first_by_uid.setdefault(uid, row["file_key"]) if uid else ""
-        if row["duplicate_of"] == row["file_key"]:
-            row["duplicate_of"] = ""
-        row["dataset_conflict"] = bool(
-            uid in known and row["sha256"] is not None and known[uid] != row["sha256"]
-        )
+    judge_all(rows, config)
+    first_by_uid = mark_duplicates(rows, known, refused_copies(rows, checks, batch))
     companions: dict[str, list[InputFile]] = {}
     items = list(rows)
     paired = {uid: list(files) for uid, files in inventory.labels_by_uid.items()}
@@ -596,6 +594,7 @@ def validate_batch(
             truth_by_uid=inventory.truth_by_uid,
             staging_dir=str(scratch / "staged-seg"),
             environment=store_environment(),
+            s3_max_attempts=getattr(source_store, "max_attempts", settings.s3_max_attempts),
         )
         logger.info(
             "validating %d files of batch %s (%s) with %d workers",
@@ -607,8 +606,8 @@ def validate_batch(
         clock.mark("list")
         rows = read_all(inventory.images, context, config.workers, progress=progress)
         clock.mark("read")
-        items, companions = _pair(rows, inventory, previous)
         checks = build_checks(purpose, config, supported_transfer_syntaxes())
+        items, companions = _pair(rows, inventory, previous, config, checks, batch)
         docs_dir = scratch / "data_docs"
         outcome = run_suite(_table(items), checks, f"orthoseg-{purpose}", batch, docs_dir=docs_dir)
         decision = _decide(items, companions, outcome, batch, purpose)
@@ -731,6 +730,7 @@ def prescreen_batch(
         labels_by_uid=inventory.labels_by_uid,
         truth_by_uid=inventory.truth_by_uid,
         environment=store_environment(),
+        s3_max_attempts=getattr(source_store, "max_attempts", settings.s3_max_attempts),
     )
     in_process = config.workers == 1 or len(inventory.images) < _HEADER_POOL_MIN_FILES
     rows = read_all(
@@ -741,8 +741,8 @@ def prescreen_batch(
         progress=progress,
         chunk_size=_HEADER_CHUNK,
     )
-    items, companions = _pair(rows, inventory, None)
     checks = build_checks(purpose, config, supported_transfer_syntaxes(), header_only=True)
+    items, companions = _pair(rows, inventory, None, config, checks, batch)
     outcome = run_suite(_table(items), checks, f"orthoseg-{purpose}-prescreen", batch, keep_result=False)
     decision = _decide(items, companions, outcome, batch, purpose)
     _check_accounting(inventory, decision)

@@ -23,6 +23,11 @@ DEFAULT_SALT = "orthoseg-unsalted"
 CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
 DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
 
+# Projection radiographs: detector pitches are 0.1-0.2 mm (CR plates 0.1-0.2, flat panels 0.1-0.15, mammo
+# 0.05-0.1); an export downsampled for viewing may reach ~0.5-1 mm. Past 1 mm a knee film is ~400 px across
+# (useless for millimetre measurements) and below 0.05 mm the value is in another unit (cm, inches, um).
+PROJECTION_SPACING_MM = (0.05, 1.0)
+
 
 class ValidationConfig(BaseModel):
     """How a batch is validated; built from ``Settings`` by ``from_settings`` (explicit overrides win).
@@ -44,8 +49,14 @@ class ValidationConfig(BaseModel):
         knee_body_parts: BodyPartExamined values that mean a knee (training refuses others).
         view_positions: ViewPosition values considered known (others are a warning).
         lateralities: ImageLaterality / Laterality values considered known (others are a warning).
-        pixel_spacing_range_mm: plausible pixel spacing in millimetres: detector pitches (0.05-0.2 mm) up to
-            downsampled exports; outside it the value is garbage (wrong unit, swapped fields).
+        pixel_spacing_ranges_mm: plausible pixel spacing per Modality, in millimetres (lowest, highest),
+            for both the row and the column spacing; outside it the value is garbage (wrong unit, a
+            downsampling not recorded, swapped fields) and measurements in mm would be wrong by that factor.
+        pixel_spacing_range_mm: the plausible range for a modality not in ``pixel_spacing_ranges_mm``.
+        file_time_limit_s: seconds one file may take in a reader process (reading, parsing, decoding); past
+            it the process is killed and replaced and the file refused (a decoder that hangs never returns).
+        decoder_plugins: modules each reader process imports when it starts, e.g. one that registers a
+            pydicom pixel decoder plugin (nvImageCodec's) or wraps the decoder.
         min_range_fraction: smallest (1st..99th percentile) stored-value range, as a fraction of full scale,
             below which an image is blank.
         max_saturated_fraction: largest share of pixels pinned at either end of the stored range.
@@ -67,7 +78,16 @@ class ValidationConfig(BaseModel):
     knee_body_parts: tuple[str, ...] = ("KNEE",)
     view_positions: tuple[str, ...] = ("AP", "PA", "LL", "RL", "LATERAL")
     lateralities: tuple[str, ...] = ("L", "R", "B")
+    pixel_spacing_ranges_mm: dict[str, tuple[float, float]] = Field(
+        default_factory=lambda: {
+            "DX": PROJECTION_SPACING_MM,
+            "CR": PROJECTION_SPACING_MM,
+            "DR": PROJECTION_SPACING_MM,
+        }
+    )
     pixel_spacing_range_mm: tuple[float, float] = (0.02, 5.0)
+    file_time_limit_s: float = Field(120.0, gt=0, le=86400)
+    decoder_plugins: tuple[str, ...] = ()
     min_range_fraction: float = Field(0.02, ge=0.0, le=1.0)
     max_saturated_fraction: float = Field(0.6, gt=0.0, le=1.0)
 
@@ -77,6 +97,16 @@ class ValidationConfig(BaseModel):
         if any(f < 0 for f in value) or abs(sum(value) - 1.0) > 1e-6:
             raise ValueError(f"split_fractions must be non-negative and sum to 1, got {value}")
         return value
+
+    @field_validator("pixel_spacing_ranges_mm")
+    @classmethod
+    def _ranges_are_ordered(cls, value: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        for modality, (low, high) in value.items():
+            if not 0 < low < high:
+                raise ValueError(
+                    f"pixel spacing range of {modality} must be 0 < low < high mm, got {low}-{high}"
+                )
+        return {modality.strip().upper(): bounds for modality, bounds in value.items()}
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: object) -> ValidationConfig:

@@ -1,19 +1,30 @@
-"""Reading files in parallel worker processes, surviving a worker that dies on a hostile file.
+"""Reading files in parallel worker processes, surviving a worker that dies or hangs on a hostile file.
 
 Each worker process gets the ``ReaderContext`` once, opens its own store client and caps its own address
-space, so a decoder that crashes or allocates without bound takes down one worker, never the run: the
-files it held are retried, then read alone, and a file that kills its reader alone is recorded as such.
+space, so a decoder that crashes or allocates without bound takes down one worker, never the run. Workers
+send one row per file, so this process always knows which file each worker holds and since when:
+
+- a worker that dies (decoder crash, memory limit, killed) is replaced; the file it held is read once more
+  and, if it kills that reader too, recorded as such (``CRASH_REASON``); the rest of its task goes back to
+  the queue;
+- a worker that holds one file longer than ``ValidationConfig.file_time_limit_s`` (a decoder that hangs in
+  native code never returns, so no in-process timer can stop it) is killed and replaced, and the file is
+  recorded as timed out (``timed_out``, refused by the suite); the rest of its task goes back to the queue.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import multiprocessing
 import os
 import resource
+import time
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 from orthoseg.progress import ProgressCallback
@@ -24,10 +35,29 @@ from orthoseg.validation.reader import ReaderContext, empty_row, read_image
 logger = logging.getLogger(__name__)
 
 
-CRASH_REASON = "the reader process died on this file (decoder crash or memory limit); the file was read alone"
+CRASH_REASON = (
+    "the reader process died twice while reading this file (decoder crash or memory limit); each time it was "
+    "the file in hand"
+)
+TIMEOUT_REASON = (
+    "decoding exceeded {limit:g} s (the time limit per file, ORTHOSEG_VALIDATION_FILE_TIME_LIMIT_S); the "
+    "reader process was stopped and replaced"
+)
+START_FAILURE = (
+    "validation worker processes die on start; when calling validate_batch from a script, put the call "
+    "under `if __name__ == '__main__':` (worker processes import the main module)"
+)
 
 # Imported once in the fork server, so every worker starts with them loaded (highdicom reads labels).
 _PRELOAD = ["orthoseg.validation.reader", "orthoseg.seg_io", "highdicom", "PIL.PngImagePlugin"]
+# Workers that die before they are ready, with none ever ready, before the run gives up.
+_MAX_START_FAILURES = 3
+# A worker not ready this long after it was started (seconds; at least the file time limit) is replaced.
+_START_LIMIT_S = 60.0
+# Longest wait for a worker message before the time limits are looked at again (seconds).
+_POLL_S = 5.0
+# Tasks a worker holds at once: the next one is already there when it finishes one (no idle round trip).
+_TASKS_IN_FLIGHT = 2
 _WORKER: dict[str, Any] = {}
 
 
@@ -39,65 +69,230 @@ def _limit_memory(limit_bytes: int | None) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
 
 
+def import_decoder_plugins(modules: Sequence[str]) -> None:
+    """Import ``ValidationConfig.decoder_plugins`` (modules registering pydicom decoders) in this process."""
+    for module in modules:
+        importlib.import_module(module)
+
+
 def _init_worker(ctx: ReaderContext) -> None:
-    # Runs once in each worker process: cap memory, open this process's own store client.
+    # Runs once in each worker process: cap memory, load decoder plugins, open this process's store client.
     _limit_memory(ctx.config.worker_memory_limit_bytes)
     os.environ.update(ctx.environment)
+    import_decoder_plugins(ctx.config.decoder_plugins)
     _WORKER["ctx"] = ctx
-    _WORKER["store"] = open_store(ctx.source_uri, endpoint_url=ctx.endpoint_url)
-
-
-def _read_chunk(files: list[InputFile]) -> list[dict[str, Any]]:
-    return [read_image(_WORKER["store"], file, _WORKER["ctx"]) for file in files]
-
-
-def _ping() -> bool:
-    return True
-
-
-def _workers_start(ctx: ReaderContext) -> bool:
-    """Whether a worker process can start and run at all (a file is only blamed if this holds)."""
-    try:
-        with _pool(1, ctx) as pool:
-            return bool(pool.submit(_ping).result())
-    except BrokenProcessPool:
-        return False
-
-
-def _crashed_row(file: InputFile) -> dict[str, Any]:
-    row = empty_row(file.key)
-    row.update(is_link=file.is_link, size_bytes=file.size_bytes, readable=False, read_error=CRASH_REASON)
-    return row
-
-
-def _pool(workers: int, ctx: ReaderContext) -> ProcessPoolExecutor:
-    # forkserver: workers start from a clean, single-threaded server with the reader preloaded, which is
-    # safe next to threads (boto3, Ray, GX) in the parent and cheap for every later pool.
-    mp_context = multiprocessing.get_context("forkserver")
-    mp_context.set_forkserver_preload(_PRELOAD)
-    return ProcessPoolExecutor(
-        max_workers=workers, mp_context=mp_context, initializer=_init_worker, initargs=(ctx,)
+    _WORKER["store"] = open_store(
+        ctx.source_uri, endpoint_url=ctx.endpoint_url, max_attempts=ctx.s3_max_attempts
     )
 
 
-def _run_round(
-    chunks: list[list[InputFile]],
-    workers: int,
-    ctx: ReaderContext,
-    on_rows: Callable[[list[dict[str, Any]]], None],
-) -> list[list[InputFile]]:
-    """Run chunks in one pool; returns the chunks lost to a broken pool."""
-    lost: list[list[InputFile]] = []
-    with _pool(workers, ctx) as pool:
-        futures: dict[Future[list[dict[str, Any]]], list[InputFile]] = {
-            pool.submit(_read_chunk, chunk): chunk for chunk in chunks
-        }
-        for future in as_completed(futures):
+def _serve(conn: Connection, ctx: ReaderContext) -> None:
+    """A worker's life: start, then read each task's files, sending one row per file as it is done."""
+    try:
+        _init_worker(ctx)
+    except Exception as error:  # a configuration problem (a plugin that does not import), not a file's
+        conn.send(("failed", f"{type(error).__name__}: {error}"))
+        return
+    conn.send(("ready", None))
+    while True:
+        try:
+            task = conn.recv()
+        except EOFError:
+            return
+        if task is None:
+            return
+        for file in task:
+            conn.send(("row", read_image(_WORKER["store"], file, ctx)))
+
+
+def _failed_row(file: InputFile, reason: str) -> dict[str, Any]:
+    row = empty_row(file.key)
+    row.update(is_link=file.is_link, size_bytes=file.size_bytes)
+    row["read_error"] = reason
+    return row
+
+
+def _crashed_row(file: InputFile) -> dict[str, Any]:
+    row = _failed_row(file, CRASH_REASON)
+    row["readable"] = False
+    return row
+
+
+def _timed_out_row(file: InputFile, limit_s: float) -> dict[str, Any]:
+    # Not "unreadable": nothing is known of the file's contents; the suite refuses it as timed out.
+    row = _failed_row(file, TIMEOUT_REASON.format(limit=limit_s))
+    row["timed_out"], row["time_limit_s"] = True, float(limit_s)
+    return row
+
+
+@dataclass(eq=False)
+class _Slot:
+    """One worker process and the files of its current task (the first is the one in hand)."""
+
+    process: BaseProcess
+    conn: Connection
+    started: float = field(default_factory=time.monotonic)
+    ready: bool = False
+    pending: list[InputFile] = field(default_factory=list)
+    since: float = 0.0
+
+
+class _Supervisor:
+    """Worker processes fed from one queue of tasks, each worker watched against the per-file time limit."""
+
+    def __init__(
+        self, ctx: ReaderContext, workers: int, on_row: Callable[[dict[str, Any]], None], chunk_size: int = 1
+    ) -> None:
+        self.ctx = ctx
+        self.max_pending = _TASKS_IN_FLIGHT * max(1, chunk_size)
+        self.limit_s = float(ctx.config.file_time_limit_s)
+        self.on_row = on_row
+        self.queue: deque[list[InputFile]] = deque()
+        self.deaths: Counter[str] = Counter()
+        self.ever_ready = False
+        self.start_failures = 0
+        # forkserver: workers start from a clean, single-threaded server with the reader preloaded, which is
+        # safe next to threads (boto3, Ray, GX) in the parent and cheap for every later worker.
+        self.mp = multiprocessing.get_context("forkserver")
+        self.mp.set_forkserver_preload(_PRELOAD)
+        self.slots = [self._start() for _ in range(workers)]
+
+    def _start(self) -> _Slot:
+        parent, child = self.mp.Pipe(duplex=True)
+        process = self.mp.Process(target=_serve, args=(child, self.ctx), daemon=True)
+        process.start()
+        child.close()  # so that the worker's death reads as end-of-file here
+        return _Slot(process, parent)
+
+    def _stop(self, slot: _Slot) -> None:
+        if slot.process.is_alive():
+            slot.process.kill()
+        slot.process.join(timeout=10)
+        slot.conn.close()
+
+    def _replace(self, slot: _Slot) -> None:
+        self._stop(slot)
+        self.slots[self.slots.index(slot)] = self._start()
+
+    def _on_death(self, slot: _Slot) -> None:
+        slot.process.join(timeout=10)
+        if not slot.pending:
+            logger.warning(
+                "a reader process died %s (exit code %s); starting another",
+                "idle" if slot.ready else "while starting",
+                slot.process.exitcode,
+            )
+        if not slot.ready:
+            self.start_failures += 1
+            allowed = _MAX_START_FAILURES * (4 * len(self.slots) if self.ever_ready else 1)
+            if self.start_failures >= allowed:
+                raise RuntimeError(START_FAILURE)
+        if slot.pending:
+            file, rest = slot.pending[0], slot.pending[1:]
+            if rest:
+                self.queue.appendleft(rest)
+            self.deaths[file.key] += 1
+            if self.deaths[file.key] >= 2:
+                logger.warning("%s kills its reader process; recorded as unreadable", file.key)
+                self.on_row(_crashed_row(file))
+            else:
+                logger.warning("a reader process died on %s; reading it once more", file.key)
+                self.queue.appendleft([file])
+        slot.pending = []
+        self._replace(slot)
+
+    def _on_messages(self, slot: _Slot) -> None:
+        """Everything the worker has sent so far (one wait, many rows)."""
+        while True:
             try:
-                on_rows(future.result())
-            except BrokenProcessPool:
-                lost.append(futures[future])
-    return lost
+                kind, payload = slot.conn.recv()
+            except (EOFError, OSError):
+                self._on_death(slot)
+                return
+            self._on_message(slot, kind, payload)
+            try:
+                if not slot.conn.poll():
+                    return
+            except (EOFError, OSError):
+                self._on_death(slot)
+                return
+
+    def _on_message(self, slot: _Slot, kind: str, payload: Any) -> None:
+        if kind == "ready":
+            slot.ready = self.ever_ready = True
+        elif kind == "failed":
+            raise RuntimeError(f"validation reader processes cannot start: {payload}")
+        elif kind == "row":
+            if not slot.pending or payload["file_key"] != slot.pending[0].key:
+                raise RuntimeError(f"reader sent a row for {payload['file_key']!r} it was not given")
+            slot.pending.pop(0)
+            slot.since = time.monotonic()
+            self.on_row(payload)
+
+    def _hand_out(self) -> None:
+        for slot in list(self.slots):
+            while slot.ready and self.queue and len(slot.pending) < self.max_pending:
+                task = self.queue.popleft()
+                if not slot.pending:
+                    slot.since = time.monotonic()  # the first file of this task is in hand from now
+                slot.pending.extend(task)
+                try:
+                    slot.conn.send(task)
+                except OSError:  # the worker is gone: the task goes back, what it held is handled as a death
+                    del slot.pending[len(slot.pending) - len(task) :]
+                    self.queue.appendleft(task)
+                    self._on_death(slot)
+                    break
+
+    def _stop_overdue(self) -> None:
+        now = time.monotonic()
+        for slot in list(self.slots):
+            if not slot.ready and now - slot.started > max(_START_LIMIT_S, self.limit_s):
+                logger.warning("a reader process did not start in time; stopping it")
+                slot.process.kill()
+                self._on_death(slot)
+                continue
+            if slot.pending and now - slot.since > self.limit_s:
+                file, rest = slot.pending[0], slot.pending[1:]
+                logger.warning(
+                    "%s: reading took over %g s; stopping its reader process", file.key, self.limit_s
+                )
+                slot.pending = []
+                self._replace(slot)
+                if rest:
+                    self.queue.appendleft(rest)
+                self.on_row(_timed_out_row(file, self.limit_s))
+
+    def run(self, tasks: list[list[InputFile]]) -> None:
+        """Read every task's files; returns when each file has its row."""
+        self.queue.extend(tasks)
+        try:
+            while self.queue or any(slot.pending for slot in self.slots):
+                self._hand_out()
+                busy = [slot.since + self.limit_s for slot in self.slots if slot.pending]
+                busy += [
+                    slot.started + max(_START_LIMIT_S, self.limit_s) for slot in self.slots if not slot.ready
+                ]
+                timeout = _POLL_S if not busy else max(0.0, min(min(busy) - time.monotonic(), _POLL_S))
+                by_conn = {slot.conn: slot for slot in self.slots}
+                for conn in wait(list(by_conn), timeout=timeout):
+                    self._on_messages(by_conn[conn])  # type: ignore[index]
+                self._stop_overdue()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Ask idle workers to leave; kill any that do not (or that are still busy)."""
+        for slot in self.slots:
+            try:
+                if not slot.pending:
+                    slot.conn.send(None)
+            except OSError:
+                pass
+        deadline = time.monotonic() + 5
+        for slot in self.slots:
+            slot.process.join(timeout=max(0.0, deadline - time.monotonic()))
+            self._stop(slot)
 
 
 def read_all(
@@ -112,41 +307,33 @@ def read_all(
 
     Args:
         files: image candidates.
-        ctx: what the reader needs.
+        ctx: what the reader needs (``ctx.config.file_time_limit_s`` bounds each file in a worker).
         workers: worker processes.
-        in_process: read here, sequentially (no crash isolation: for header-only reads and baselines).
+        in_process: read here, sequentially (no crash isolation and no time limit: for header-only reads
+            and baselines).
         progress: called with (files done, files total).
         chunk_size: files per task (larger for cheap header-only reads, to amortise inter-process calls).
+
+    Raises:
+        RuntimeError: when worker processes cannot start at all (not a file's doing).
     """
     total = len(files)
     rows: dict[str, dict[str, Any]] = {}
 
-    def collect(new_rows: list[dict[str, Any]]) -> None:
-        for row in new_rows:
-            rows[row["file_key"]] = row
+    def collect(row: dict[str, Any]) -> None:
+        rows[row["file_key"]] = row
         if progress is not None:
             progress(len(rows), total)
 
     if in_process or total == 0:
-        store: ObjectStore = open_store(ctx.source_uri, endpoint_url=ctx.endpoint_url)
+        import_decoder_plugins(ctx.config.decoder_plugins)
+        store: ObjectStore = open_store(
+            ctx.source_uri, endpoint_url=ctx.endpoint_url, max_attempts=ctx.s3_max_attempts
+        )
         for file in files:
-            collect([read_image(store, file, ctx)])
+            collect(read_image(store, file, ctx))
         return [rows[f.key] for f in files]
 
     chunks = [list(files[i : i + chunk_size]) for i in range(0, total, chunk_size)]
-    lost = _run_round(chunks, min(workers, len(chunks)), ctx, collect)
-    if lost and not rows and not _workers_start(ctx):
-        raise RuntimeError(
-            "validation worker processes die on start; when calling validate_batch from a script, put the "
-            "call under `if __name__ == '__main__':` (worker processes import the main module)"
-        )
-    if lost:
-        suspects = [file for chunk in lost for file in chunk]
-        logger.warning("a reader process died; retrying %d files one per task", len(suspects))
-        lost = _run_round([[f] for f in suspects], min(workers, len(suspects)), ctx, collect)
-    for chunk in lost:
-        # Alone in its own process: a second death is the file's doing.
-        if _run_round([chunk], 1, ctx, collect):
-            logger.warning("%s kills its reader process; recorded as unreadable", chunk[0].key)
-            collect([_crashed_row(chunk[0])])
+    _Supervisor(ctx, min(workers, len(chunks)), collect, chunk_size).run(chunks)
     return [rows[f.key] for f in files]

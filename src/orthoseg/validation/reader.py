@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from orthoseg.labels import BY_NAME, NUM_STRUCTURES, STRUCTURE_NAMES
-from orthoseg.radiograph import RadiographError, decode_pixels, pixel_spacing_mm
-from orthoseg.storage import ObjectStore, StoreError
+from orthoseg.radiograph import RadiographError, decode_pixels, pixel_spacing_with_source
+from orthoseg.storage import DEFAULT_S3_MAX_ATTEMPTS, ObjectStore, StoreError
 from orthoseg.validation.config import ValidationConfig
 from orthoseg.validation.inventory import InputFile
 
@@ -84,6 +84,10 @@ COLUMNS: tuple[str, ...] = (
     "pixel_spacing_row_mm",
     "pixel_spacing_col_mm",
     "pixel_spacing_source",
+    "pixel_spacing_plausible",
+    "pixel_spacing_min_mm",
+    "pixel_spacing_max_mm",
+    "pixel_spacing_detail",
     "phi_fields",
     "patient_pseudonym",
     "sop_instance_uid",
@@ -110,7 +114,10 @@ COLUMNS: tuple[str, ...] = (
     "truth_error",
     "truth_sha256",
     "duplicate_of",
+    "duplicate_detail",
     "dataset_conflict",
+    "timed_out",
+    "time_limit_s",
 )
 
 
@@ -129,6 +136,7 @@ class ReaderContext:
         staging_dir: local folder where PNG masks converted to SEG are left for the writer.
         environment: store credentials and settings (``AWS_*``, ``ORTHOSEG_*``) as the caller sees them now;
             worker processes start from a fork server whose environment may predate them.
+        s3_max_attempts: attempts per S3 call of each worker's store client (retries with backoff).
     """
 
     source_uri: str
@@ -140,6 +148,7 @@ class ReaderContext:
     truth_by_uid: dict[str, list[InputFile]] = field(default_factory=dict)
     staging_dir: str | None = None
     environment: dict[str, str] = field(default_factory=dict, repr=False)
+    s3_max_attempts: int = DEFAULT_S3_MAX_ATTEMPTS
 
 
 def store_environment() -> dict[str, str]:
@@ -333,13 +342,12 @@ def _fill_header(row: dict[str, Any], dataset: Any, ctx: ReaderContext) -> None:
     except Exception:
         row["transfer_syntax_name"] = syntax
     try:
-        spacing = pixel_spacing_mm(dataset)
+        found = pixel_spacing_with_source(dataset)
     except Exception:
-        spacing = None
-    row["has_pixel_spacing"] = spacing is not None
-    if spacing is not None:
-        row["pixel_spacing_row_mm"], row["pixel_spacing_col_mm"] = float(spacing[0]), float(spacing[1])
-        row["pixel_spacing_source"] = "PixelSpacing" if "PixelSpacing" in dataset else "ImagerPixelSpacing"
+        found = None
+    row["has_pixel_spacing"] = found is not None
+    if found is not None:
+        (row["pixel_spacing_row_mm"], row["pixel_spacing_col_mm"]), row["pixel_spacing_source"] = found
     else:
         row["pixel_spacing_source"] = ""
     row["phi_fields"] = ",".join(phi_fields(dataset))

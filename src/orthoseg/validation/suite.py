@@ -37,6 +37,8 @@ class Check:
         message: what is expected, in words ("modality must be DX or CR").
         severity: critical (quarantine), warning (accept, record) or info (report only).
         detail_column: a column whose value explains a failure (an error message, a name).
+        facts_columns: columns whose values go, by column name, into the finding's ``facts`` (the values
+            a program needs to act on the reason: the spacing declared and the range applied, ...).
     """
 
     kind: str
@@ -46,6 +48,7 @@ class Check:
     message: str
     severity: Severity = "critical"
     detail_column: str | None = None
+    facts_columns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -60,9 +63,10 @@ class Finding:
     expected: Any
     message: str
     detail: str = ""
+    facts: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        document = {
             "kind": self.kind,
             "severity": self.severity,
             "expectation": self.expectation,
@@ -72,6 +76,9 @@ class Finding:
             "message": self.message,
             "detail": self.detail,
         }
+        if self.facts:
+            document["facts"] = dict(self.facts)
+        return document
 
 
 @dataclass
@@ -125,8 +132,20 @@ def build_checks(
     """
     training = purpose == "training"
     strict: Severity = "critical" if training else "warning"
+    ranges = ", ".join(
+        f"{m} {lo:g}-{hi:g} mm" for m, (lo, hi) in sorted(config.pixel_spacing_ranges_mm.items())
+    )
     low_mm, high_mm = config.pixel_spacing_range_mm
     checks = [
+        _in_set(
+            "decode_timeout",
+            "timed_out",
+            [False],
+            f"each file must be read and decoded within {config.file_time_limit_s:g} s (a reader past it is "
+            "stopped and replaced)",
+            detail_column="read_error",
+            facts_columns=("time_limit_s",),
+        ),
         _in_set(
             "orphan",
             "item_kind",
@@ -207,8 +226,9 @@ def build_checks(
             "duplicate",
             "duplicate_of",
             [""],
-            "each SOPInstanceUID once per batch",
-            detail_column="duplicate_of",
+            "each SOPInstanceUID once per batch: the best readable copy is kept, other copies are refused",
+            detail_column="duplicate_detail",
+            facts_columns=("sop_instance_uid", "duplicate_of"),
         ),
         _in_set(
             "dataset_conflict",
@@ -239,21 +259,22 @@ def build_checks(
             severity=strict,
             detail_column="pixel_spacing_source",
         ),
-        _between(
-            "pixel_spacing",
-            "pixel_spacing_row_mm",
-            low_mm,
-            high_mm,
-            f"pixel spacing must be {low_mm} to {high_mm} mm",
-            severity=strict,
-        ),
-        _between(
-            "pixel_spacing",
-            "pixel_spacing_col_mm",
-            low_mm,
-            high_mm,
-            f"pixel spacing must be {low_mm} to {high_mm} mm",
-            severity=strict,
+        # Critical for inference too: a wrong spacing rescales the film wrongly and every mm is off.
+        _in_set(
+            "pixel_spacing_implausible",
+            "pixel_spacing_plausible",
+            [True],
+            f"pixel spacing must be plausible for the modality ({ranges}; other modalities {low_mm:g}-"
+            f"{high_mm:g} mm)",
+            detail_column="pixel_spacing_detail",
+            facts_columns=(
+                "modality",
+                "pixel_spacing_source",
+                "pixel_spacing_row_mm",
+                "pixel_spacing_col_mm",
+                "pixel_spacing_min_mm",
+                "pixel_spacing_max_mm",
+            ),
         ),
         _in_set(
             "view_position",
@@ -487,6 +508,9 @@ def run_suite(
             detail = ""
             if check.detail_column is not None:
                 detail = _plain(details.at[key, check.detail_column]) if key in details.index else ""
+            facts = {}
+            if key in details.index:
+                facts = {column: _plain(details.at[key, column]) for column in check.facts_columns}
             outcome.findings.setdefault(key, []).append(
                 Finding(
                     kind=check.kind,
@@ -497,6 +521,7 @@ def run_suite(
                     expected=_expected(check),
                     message=check.message,
                     detail="" if detail is None else str(detail),
+                    facts=facts,
                 )
             )
     order = {check.kind: index for index, check in enumerate(checks)}
