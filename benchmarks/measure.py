@@ -6,7 +6,8 @@ algorithms alone) or, with ``--model-uri``, from a model's masks (end to end), a
 pixels for the radiolucent lines, and compares with the truth JSON:
 
 - MAE (degrees) of alpha, beta, gamma, delta and the tibiofemoral angle, with how many were refused
-  (truth has a value, the measurement gave None) or flagged;
+  (truth has a value, the measurement gave None) or flagged, and the MAE of the values reported without a
+  flag (what a reader takes as fact);
 - radiolucent-line width per zone MAE (mm) and the sensitivity/specificity of "line >= 1 mm";
 - medial/lateral joint space MAE (mm), AP films of one knee;
 - implant category accuracy (exact; and compatible, where ``uka`` on a lateral film matches either UKA
@@ -114,6 +115,7 @@ def compare(pairs: list[tuple[Any, dict[str, Any]]]) -> dict[str, Any]:
     angle_err: dict[str, list[float]] = {k: [] for k in ANGLES}
     refused: dict[str, int] = dict.fromkeys(ANGLES, 0)
     flagged: dict[str, int] = dict.fromkeys(ANGLES, 0)
+    unflagged_err: dict[str, list[float]] = {k: [] for k in ANGLES}
     zone_err: dict[str, list[float]] = {}
     zones_refused = 0
     tp = fn = tn = fp = 0
@@ -137,6 +139,8 @@ def compare(pairs: list[tuple[Any, dict[str, Any]]]) -> dict[str, Any]:
                 continue
             if key in result.measurement_flags:
                 flagged[key] += 1
+            else:
+                unflagged_err[key].append(got - want)
             angle_err[key].append(got - want)
         got_zones = zone_values(result, truth["view"])
         for zone, want in truth.get("radiolucent_line_mm", {}).items():
@@ -174,6 +178,7 @@ def compare(pairs: list[tuple[Any, dict[str, Any]]]) -> dict[str, Any]:
         "angles_n": {k: len(v) for k, v in angle_err.items()},
         "angles_refused": refused,
         "angles_flagged": flagged,
+        "angles_mae_deg_unflagged": {k: _mae(v) for k, v in unflagged_err.items()},
         "line_width_mae_mm": _mae(all_zone),
         "line_width_mae_mm_by_zone": {k: _mae(v) for k, v in sorted(zone_err.items())},
         "line_zones_n": len(all_zone),

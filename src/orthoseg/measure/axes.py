@@ -3,8 +3,9 @@
 The axis of a long bone on a radiograph is the line through the midpoints of its diaphysis: at set
 distances from the joint the shaft is cut perpendicular to the current axis estimate, the midpoint
 between its two outer cortices is taken, and a straight line is fitted through the midpoints. The cut
-direction is refined twice with the fitted axis. Levels narrower than a share of the median width
-(film edge, collimation, the bone's end) are dropped; too little shaft left refuses the axis.
+direction is refined twice with the fitted axis. Levels that reach the film's edge or the collimator's
+shadow (``orthoseg.measure.field``) are cut there and dropped, as are levels narrower than a share of the
+median width (the bone's end); too little shaft left refuses the axis.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from orthoseg.measure.config import MeasurementConfig
+from orthoseg.measure.field import NO_MARGINS, FieldMargins, near_field_edge
 from orthoseg.measure.geometry import Spacing, normal_of, points_mm, unit
 
 
@@ -89,6 +91,7 @@ def fit_shaft_axis(
     joint_point: np.ndarray,
     away_from_joint: np.ndarray,
     config: MeasurementConfig | None = None,
+    field: FieldMargins = NO_MARGINS,
 ) -> ShaftAxis | None:
     """Fit the anatomical axis of one long bone.
 
@@ -98,6 +101,8 @@ def fit_shaft_axis(
         joint_point: a point at the joint line (mm); levels are measured from here.
         away_from_joint: rough direction along the bone away from the joint.
         config: thresholds (``axis_*``).
+        field: the collimator's shadow along each edge (``orthoseg.measure.field``); a level reaching
+            within ``axis_field_edge_mm`` of it, or of the image's edge, is cut and not used.
 
     Returns:
         The axis, or None when less than ``axis_min_length_mm`` of shaft is visible.
@@ -107,11 +112,19 @@ def fit_shaft_axis(
     if len(points) < 16:
         return None
     rows, cols = np.nonzero(mask)
-    on_border = (rows == 0) | (cols == 0) | (rows == mask.shape[0] - 1) | (cols == mask.shape[1] - 1)
+    reach = max(1, int(round(config.axis_field_edge_mm / min(spacing))))
+    on_border = near_field_edge(rows, cols, mask.shape, field, reach)
     direction = unit(np.asarray(away_from_joint, dtype=np.float64))
     origin = np.asarray(joint_point, dtype=np.float64)
-    visible = float(np.percentile((points - origin) @ direction, 99.5))
+    along = (points - origin) @ direction
+    visible = float(np.percentile(along, 99.5))
     needed = config.axis_min_length_mm + 2 * config.axis_step_mm
+    cut = along[on_border & (along > config.axis_min_start_mm)]
+    if len(cut):
+        # Levels from where the field's edge first touches the bone on are cut: the shaft ends there,
+        # and a refined (tilted) cut direction may lose a level or two more to an oblique edge.
+        visible = min(visible, float(np.percentile(cut, 0.5)))
+        needed += 2 * config.axis_step_mm
     start = min(config.axis_start_mm, visible - needed)
     if start < config.axis_min_start_mm:
         return None

@@ -34,6 +34,8 @@ class MeasurementConfig(BaseModel):
             (film edge, collimation, the bone's own end).
         axis_max_residual_mm: RMS distance of the midpoints from the fitted line above which the axis is
             flagged (curved or broken mask).
+        axis_field_edge_mm: a shaft level with mask pixels this close to the film's edge or the collimator's
+            shadow is cut by it (its midpoint is not between the cortices) and is not used.
         tibiofemoral_plausible_deg: |tibiofemoral angle| above this on AP is implausible (flagged).
         component_angle_plausible_deg: alpha/beta/delta farther than this from 90 degrees are flagged.
         flexion_plausible_deg: |gamma| above this is flagged.
@@ -87,6 +89,7 @@ class MeasurementConfig(BaseModel):
     axis_min_length_mm: float = Field(default=15.0, gt=0)
     axis_width_fraction: float = Field(default=0.8, gt=0, le=1)
     axis_max_residual_mm: float = Field(default=1.5, gt=0)
+    axis_field_edge_mm: float = Field(default=1.0, gt=0)
     tibiofemoral_plausible_deg: float = Field(default=25.0, gt=0)
     component_angle_plausible_deg: float = Field(default=20.0, gt=0)
     flexion_plausible_deg: float = Field(default=25.0, gt=0)

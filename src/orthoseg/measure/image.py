@@ -11,6 +11,7 @@ from orthoseg.measure.axes import ShaftAxis, fit_shaft_axis, joint_centre
 from orthoseg.measure.category import classify
 from orthoseg.measure.config import MeasurementConfig
 from orthoseg.measure.drawing import MeasurementDrawing
+from orthoseg.measure.field import NO_MARGINS, FieldMargins, field_margins_px
 from orthoseg.measure.geometry import Spacing, angle_from_vertical_deg
 from orthoseg.measure.joint_space import joint_spaces
 from orthoseg.measure.lucency import frame_for, texture_noise, zone_widths
@@ -47,11 +48,13 @@ class _Record:
         self.flags.append(f"{name}:{reason}")
 
 
-def _axes(masks: np.ndarray, spacing: Spacing, config: MeasurementConfig, record: _Record):
+def _axes(
+    masks: np.ndarray, spacing: Spacing, config: MeasurementConfig, record: _Record, field: FieldMargins
+):
     femur, tibia = masks[CHANNEL["femur"]], masks[CHANNEL["tibia"]]
     centre, up = joint_centre(femur, tibia, spacing)
-    femur_axis = fit_shaft_axis(femur, spacing, centre, up, config)
-    tibia_axis = fit_shaft_axis(tibia, spacing, centre, -up, config)
+    femur_axis = fit_shaft_axis(femur, spacing, centre, up, config, field)
+    tibia_axis = fit_shaft_axis(tibia, spacing, centre, -up, config, field)
     for name, axis, key in (
         ("femur_axis", femur_axis, "femur_axis_deg"),
         ("tibia_axis", tibia_axis, "tibia_axis_deg"),
@@ -65,6 +68,34 @@ def _axes(masks: np.ndarray, spacing: Spacing, config: MeasurementConfig, record
         if axis.residual_mm > config.axis_max_residual_mm:
             record.flag(name, f"midpoints off the line by {axis.residual_mm:.1f} mm RMS")
     return centre, up, femur_axis, tibia_axis
+
+
+# The shaft axes each angle is measured against.
+_ANGLE_AXES = {
+    "tibiofemoral_angle_deg": ("femur", "tibia"),
+    "femoral_component_angle_deg": ("femur",),
+    "tibial_component_angle_deg": ("tibia",),
+    "femoral_flexion_angle_deg": ("femur",),
+    "tibial_slope_angle_deg": ("tibia",),
+}
+
+
+def _flag_angles_on_short_axes(
+    femur_axis: ShaftAxis | None, tibia_axis: ShaftAxis | None, record: _Record
+) -> None:
+    """Flag every angle measured against a short axis: fitted partly in the metaphysis, whose flare and
+    (on lateral films) the femur's bow can turn it by several degrees, so the angle is not a fact."""
+    short = {
+        name
+        for name, axis in (("femur", femur_axis), ("tibia", tibia_axis))
+        if axis is not None and axis.short
+    }
+    for key, bones in _ANGLE_AXES.items():
+        if record.values.get(key) is None:
+            continue
+        on_short = [bone for bone in bones if bone in short]
+        if on_short:
+            record.flag(key, f"measured against a short {' and '.join(on_short)} axis")
 
 
 def _check(record: _Record, key: str, value: float | None, limit: float, centre: float = 0.0) -> None:
@@ -249,7 +280,8 @@ def _measure(
         return
     lateral_view = is_lateral_view(view_position)
     view = "LAT" if lateral_view else "AP"
-    centre, up, femur_axis, tibia_axis = _axes(masks, spacing, config, record)
+    field = field_margins_px(pixels) if pixels is not None else NO_MARGINS
+    centre, up, femur_axis, tibia_axis = _axes(masks, spacing, config, record, field)
     if drawing is not None:
         for label, axis in (("femur axis", femur_axis), ("tibia axis", tibia_axis)):
             if axis is not None:
@@ -275,6 +307,8 @@ def _measure(
         _lateral_angles(masks, spacing, femur_axis, tibia_axis, side.direction, config, record)
     else:
         _ap_angles(masks, spacing, femur_axis, tibia_axis, side.direction, config, record)
+    _flag_angles_on_short_axes(femur_axis, tibia_axis, record)
+    if not lateral_view:
         tib_up = -tibia_axis.direction if tibia_axis is not None else up
         medial_gap, lateral_gap = joint_spaces(
             femur | masks[CHANNEL["femoral_component"]],
