@@ -52,6 +52,9 @@ RUN pip install --no-deps . \
  && cd / && python -c "import orthoseg, components, pipelines, ray, torch; assert ray.__version__ == '${RAY_VERSION}'"
 
 COPY --chown=ray:users --chmod=0755 mlflow/server.sh /home/ray/orthoseg/mlflow/server.sh
+# The promotion policy the promote step judges by (its sha256 goes into every decision record).
+COPY --chown=ray:users mlflow/promotion.yaml /home/ray/orthoseg/mlflow/promotion.yaml
+ENV ORTHOSEG_PROMOTION__POLICY_PATH=/home/ray/orthoseg/mlflow/promotion.yaml
 
 # Commands come from KFP (component executor), KubeRay (ray start) and the manifests in infra/.
 WORKDIR /home/ray

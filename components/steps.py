@@ -71,11 +71,13 @@ def register_op(training: dict, evaluation: dict, settings_overrides: dict) -> d
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def promote_op(registered: dict, settings_overrides: dict) -> dict:
-    """Gate the new version against @champion: promote it to champion, or mark it challenger."""
+    """Judge the new version against @champion on the policy's frozen benchmark set: promote it to
+    champion, or mark it challenger; the decision is recorded in the registry."""
     from orthoseg.registry import promote_model
     from orthoseg.settings import Settings
 
-    return promote_model(Settings(**settings_overrides), str(registered["version"])).model_dump(
+    settings = Settings(**settings_overrides)
+    return promote_model(settings, str(registered["version"]), via="kfp pipeline").model_dump(
         mode="json", exclude_none=True
     )
 

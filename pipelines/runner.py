@@ -31,6 +31,9 @@ def settings_payload(settings: Settings) -> dict[str, Any]:
         value = str(payload[key])
         if "://" not in value:
             payload[key] = str(Path(value).resolve())
+    policy = Path(payload["promotion"]["policy_path"])
+    if not policy.is_absolute() and policy.is_file():  # else the step finds it in the source checkout
+        payload["promotion"]["policy_path"] = str(policy.resolve())
     uri = str(payload["mlflow_uri"])
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         payload["mlflow_uri"] = "sqlite:///" + str(Path(uri[len("sqlite:///") :]).resolve())

@@ -25,6 +25,8 @@ app = typer.Typer(
 )
 pipeline_app = typer.Typer(help="Run or compile the Kubeflow pipelines.", no_args_is_help=True)
 app.add_typer(pipeline_app, name="pipeline")
+registry_app = typer.Typer(help="Read the model registry's promotion audit trail.", no_args_is_help=True)
+app.add_typer(registry_app, name="registry")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout.")]
 
@@ -169,6 +171,38 @@ def train(
 
 
 @app.command()
+def retrain(
+    source: Annotated[str | None, typer.Option(help="Incoming training batch to validate first.")] = None,
+    batch: Annotated[str | None, typer.Option(help="Its batch name (with --source).")] = None,
+    profile: ProfileOption = None,
+    force: Annotated[bool, typer.Option("--force", help="Train whatever the count.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count and decide, do not train.")] = False,
+    from_scratch: Annotated[
+        bool,
+        typer.Option("--from-scratch", help="Do not start from the champion's weights (no warm start)."),
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Train, evaluate, register and promote only when enough annotated images arrived since the
+    champion's dataset version (ORTHOSEG_PROMOTION__RETRAIN_MIN_NEW_IMAGES); else say why and exit 0.
+    Training starts from the champion's weights when its architecture matches, unless --from-scratch."""
+    from orthoseg.retrain import retrain as run_retrain
+
+    if (source is None) != (batch is None):
+        raise typer.BadParameter("--source and --batch go together")
+    settings = _training_settings(profile)
+    batches = [(source, batch)] if source is not None and batch is not None else None
+    _run(
+        as_json,
+        "retraining",
+        lambda progress: run_retrain(
+            settings, batches, force=force, dry_run=dry_run, from_scratch=from_scratch
+        ),
+        None,
+    )
+
+
+@app.command()
 def evaluate(
     run_id: Annotated[str, typer.Option(help="MLflow run id of the training run.")],
     dataset: Annotated[str | None, typer.Option(help="Dataset version (default: the latest).")] = None,
@@ -200,16 +234,53 @@ def promote(
     rollback: Annotated[
         bool, typer.Option("--rollback", help="Make this version champion without the quality gate.")
     ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Promote even if the gate refuses (recorded as forced).")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Promote a version to @champion if it beats the current champion, else mark it @challenger."""
+    """Judge a version against @champion on the frozen benchmark set (mlflow/promotion.yaml): promote it,
+    or mark it @challenger. Every decision is recorded in the registry."""
     from orthoseg import registry
 
     settings = Settings()
     if rollback:
-        _run(as_json, "rollback", lambda progress: registry.rollback(settings, version), None)
+        _run(as_json, "rollback", lambda progress: registry.rollback(settings, version, via="cli"), None)
     else:
-        _run(as_json, "promotion", lambda progress: registry.promote_model(settings, version), None)
+        _run(
+            as_json,
+            "promotion",
+            lambda progress: registry.promote_model(
+                settings, version, force=force, via="cli", progress=progress
+            ),
+            "scoring on the benchmark set",
+        )
+
+
+@app.command("rollback")
+def rollback_command(
+    version: Annotated[str | None, typer.Option(help="Version to restore (default: @previous).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Restore @previous (or --version N) as @champion without the gate; recorded in the audit trail."""
+    from orthoseg.registry import rollback
+
+    settings = Settings()
+    _run(as_json, "rollback", lambda progress: rollback(settings, version, via="cli"), None)
+
+
+@registry_app.command("history")
+def registry_history(as_json: JsonOption = False) -> None:
+    """Every promotion decision (who, when, both models' benchmark numbers, the policy hash), oldest first."""
+    from orthoseg.promotion_audit import decision_history, render_history_table
+
+    settings = Settings()
+    with _running(as_json):
+        history = decision_history(settings)
+    if as_json:
+        print_json(history.model_dump(mode="json", exclude_none=True))
+    else:
+        Console().print(render_history_table(history))
 
 
 @app.command()
@@ -328,7 +399,7 @@ def main() -> None:
 
     try:
         app()
-    except (StoreError, ValueError, KeyError, FileNotFoundError, PermissionError) as error:
+    except (StoreError, ValueError, LookupError, FileNotFoundError, PermissionError) as error:
         if logging.getLogger().isEnabledFor(logging.DEBUG):
             raise
         err_console.print(f"[bold red]error:[/] {error}")

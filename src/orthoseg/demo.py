@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -109,6 +110,24 @@ def demo_settings(settings: Settings, profile: DemoProfile) -> Settings:
     )
 
 
+def demo_promotion_policy(settings: Settings) -> Settings:
+    """The settings with the demo's promotion policy: the configured one with the quality floor off
+    (a model trained for minutes on a few synthetic films would not clear a clinic's floor), written
+    to ``<work_dir>/demo-promotion.yaml``. A policy path given explicitly is kept."""
+    import yaml
+
+    from orthoseg.promotion_policy import policy_from_settings
+
+    if "promotion" in settings.model_fields_set:
+        return settings
+    policy = policy_from_settings(settings).policy.model_copy(update={"min_dice_mean": 0.0})
+    path = Path(settings.work_dir).expanduser().resolve() / "demo-promotion.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(policy.model_dump(mode="json"), sort_keys=False))
+    promotion = settings.promotion.model_copy(update={"policy_path": str(path)})
+    return settings.model_copy(update={"promotion": promotion})
+
+
 def run_demo(settings: Settings, profile_name: str = "small") -> DemoResult:
     """Synthesise a training and an inference batch, then run both pipelines through kfp.local.
 
@@ -122,7 +141,7 @@ def run_demo(settings: Settings, profile_name: str = "small") -> DemoResult:
     if profile_name not in PROFILES:
         raise ValueError(f"unknown demo profile {profile_name!r}; choose one of {', '.join(PROFILES)}")
     profile = PROFILES[profile_name]
-    settings = demo_settings(settings, profile)
+    settings = demo_promotion_policy(demo_settings(settings, profile))
     started = time.perf_counter()
     store = store_from_settings(settings)
 

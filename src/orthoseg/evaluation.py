@@ -18,6 +18,7 @@ import math
 import re
 import tempfile
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -220,6 +221,7 @@ def _evaluate_split(
     split: str,
     progress: ProgressCallback | None,
     gallery_size: int,
+    sop_instance_uids: Collection[str] | None = None,
 ) -> _SplitEvaluation:
     from orthoseg.dataset import (
         SPLITS,
@@ -238,6 +240,15 @@ def _evaluate_split(
     store = store_from_settings(settings)
     manifest = read_manifest(store, version)
     rows = manifest[manifest["split"] == split].sort_values("sop_instance_uid")
+    if sop_instance_uids is not None:
+        wanted = {str(uid) for uid in sop_instance_uids}
+        missing = wanted - set(rows["sop_instance_uid"].astype(str))
+        if missing:
+            raise DatasetError(
+                f"{len(missing)} of the {len(wanted)} requested images are not in split {split!r} of "
+                f"dataset {version!r} (first: {sorted(missing)[0]})"
+            )
+        rows = rows[rows["sop_instance_uid"].astype(str).isin(wanted)]
     if len(rows) == 0:
         raise ValueError(f"dataset {version!r} has no {split} images; nothing can be measured")
     if rows["label_key"].isna().any():
@@ -326,6 +337,7 @@ def evaluate_model_on_split(
     dataset_version: str | None,
     split: str = TEST_SPLIT,
     progress: ProgressCallback | None = None,
+    sop_instance_uids: Collection[str] | None = None,
 ) -> EvaluationResult:
     """Score a model on one split of a dataset version at native resolution, without MLflow.
 
@@ -336,14 +348,18 @@ def evaluate_model_on_split(
         dataset_version: version written by validation; None means the newest.
         split: ``test`` for figures that count; ``val`` or ``train`` for diagnostics.
         progress: called as ``(images done, total)``.
+        sop_instance_uids: only these images of the split (a frozen benchmark list); None for all.
 
     Returns:
         The scores, with the per-image table; ``run_id`` is empty.
 
     Raises:
-        ValueError: when the split is empty; ``DatasetError`` when it has rows without labels.
+        ValueError: when the split is empty; ``DatasetError`` when it has rows without labels or lacks
+            one of ``sop_instance_uids``.
     """
-    return _evaluate_split(model, settings, dataset_version, split, progress, gallery_size=0).result
+    return _evaluate_split(
+        model, settings, dataset_version, split, progress, gallery_size=0, sop_instance_uids=sop_instance_uids
+    ).result
 
 
 def evaluate_run(

@@ -1,14 +1,14 @@
-"""The MLflow model registry: register evaluated runs, gate promotion against @champion, roll back, load.
+"""The MLflow model registry: register evaluated runs, resolve aliases, load versions.
 
-This is the only module that talks to the registry. Versions carry their provenance as tags (dataset
-version, code version, preprocessing hash, test Dice), so the promotion gate and a person reading the
-MLflow UI compare models on the same numbers.
+Versions carry their provenance as tags (dataset version, code version, preprocessing hash, test Dice)
+and a short model card as their description (``orthoseg.model_card``). The promotion gate, which
+scores candidate and champion on one frozen benchmark set, lives in ``orthoseg.promotion``;
+``promote_model`` and ``rollback`` here delegate to it.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
     from orthoseg.model_package import SegmentationModel
+    from orthoseg.progress import ProgressCallback
+    from orthoseg.promotion_audit import PromotionDecision
     from orthoseg.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -55,35 +57,14 @@ class RegisteredModel(BaseModel):
     tags: dict[str, str]
 
 
-class PromotionDecision(BaseModel):
-    """Outcome of the promotion gate (or of a rollback).
-
-    Attributes:
-        version: the candidate version.
-        promoted: True when the candidate is @champion afterwards.
-        alias: the alias the candidate received (``champion`` or ``challenger``).
-        previous_champion: version that was @champion before, if any.
-        candidate_dice_mean: the candidate's test Dice mean.
-        champion_dice_mean: the previous champion's test Dice mean, if any.
-        reason: one sentence a person can read in the pipeline log.
-    """
-
-    version: str
-    promoted: bool
-    alias: str
-    previous_champion: str | None
-    candidate_dice_mean: float | None
-    champion_dice_mean: float | None
-    reason: str
-
-
-def _client(settings: Settings) -> MlflowClient:
+def tracking_client(settings: Settings) -> MlflowClient:
+    """A client for the tracking server and registry ``settings`` name."""
     from orthoseg.model_package import connect_tracking
 
     return connect_tracking(settings)
 
 
-def _alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+def alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
     from mlflow.exceptions import MlflowException
 
     try:
@@ -92,22 +73,13 @@ def _alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion 
         return None
 
 
-def _get_version(client: MlflowClient, name: str, version: str) -> ModelVersion:
+def get_version(client: MlflowClient, name: str, version: str) -> ModelVersion:
     from mlflow.exceptions import MlflowException
 
     try:
         return client.get_model_version(name, str(version))
     except MlflowException:
         raise RegistryError(f"model {name!r} has no version {version!r}") from None
-
-
-def _dice(model_version: ModelVersion) -> float | None:
-    value = model_version.tags.get(DICE_TAG)
-    try:
-        number = float(value) if value is not None else math.nan
-    except ValueError:
-        return None
-    return number if math.isfinite(number) else None
 
 
 def register_model(settings: Settings, run_id: str, dataset_version: str | None = None) -> RegisteredModel:
@@ -127,7 +99,7 @@ def register_model(settings: Settings, run_id: str, dataset_version: str | None 
 
     from orthoseg.model_package import MODEL_URI_TAG
 
-    client = _client(settings)
+    client = tracking_client(settings)
     name = settings.model_name
     run = client.get_run(run_id)
     model_uri = run.data.tags.get(MODEL_URI_TAG)
@@ -145,6 +117,8 @@ def register_model(settings: Settings, run_id: str, dataset_version: str | None 
         "git_commit": run.data.params.get("git_commit", "unknown"),
         "preprocess_hash": run.data.tags.get("orthoseg.preprocess_hash", ""),
         "registered_by_code_version": __version__,
+        "architecture": run.data.params.get("train.architecture", ""),
+        "training_profile": run.data.params.get("profile", ""),
         DICE_TAG: f"{metrics[DICE_TAG]:.6f}",
     }
     for structure in STRUCTURE_NAMES:
@@ -161,6 +135,7 @@ def register_model(settings: Settings, run_id: str, dataset_version: str | None 
         logger.info("Registered run %s as %s version %s", run_id, name, model_version.version)
     for key, value in tags.items():
         client.set_model_version_tag(name, str(model_version.version), key, str(value))
+    _write_model_card(settings, client, name, str(model_version.version), tags)
     return RegisteredModel(
         name=name,
         version=str(model_version.version),
@@ -170,98 +145,38 @@ def register_model(settings: Settings, run_id: str, dataset_version: str | None 
     )
 
 
-def promote_model(settings: Settings, version: str, min_improvement: float = 0.0) -> PromotionDecision:
-    """The promotion gate: the candidate becomes @champion only if it beats the current one.
+def _write_model_card(
+    settings: Settings, client: MlflowClient, name: str, version: str, tags: dict[str, str]
+) -> None:
+    """Count the training data (per split, view and implant category), keep the counts as the
+    ``model_card.training_data`` tag and write the model card as the version's description."""
+    from orthoseg.model_card import TRAINING_DATA_TAG, render_model_card, summarize_training_data
 
-    The candidate is promoted when there is no champion yet, or when its test Dice mean exceeds the
-    champion's by more than ``min_improvement`` (a tie stays with the champion). Otherwise it is marked
-    @challenger. Re-running the gate on the current champion changes nothing.
-
-    Raises:
-        RegistryError: when the version does not exist or carries no test Dice.
-    """
-    client = _client(settings)
-    name = settings.model_name
-    candidate = _get_version(client, name, version)
-    candidate_dice = _dice(candidate)
-    if candidate_dice is None:
-        raise RegistryError(f"{name} version {version} has no {DICE_TAG} tag; register an evaluated run")
-    champion = _alias_version(client, name, CHAMPION)
-    champion_version = str(champion.version) if champion is not None else None
-    champion_dice = _dice(champion) if champion is not None else None
-
-    if champion_version == str(version):
-        reason = f"version {version} is already {CHAMPION}"
-        promoted = True
-    elif champion is None:
-        reason = f"no {CHAMPION} yet: version {version} (test Dice mean {candidate_dice:.4f}) takes the place"
-        promoted = True
-    elif champion_dice is None:
-        reason = (
-            f"{CHAMPION} version {champion_version} has no test Dice to compare with: version {version} "
-            f"({candidate_dice:.4f}) replaces it"
-        )
-        promoted = True
-    elif candidate_dice > champion_dice + min_improvement:
-        reason = (
-            f"test Dice mean {candidate_dice:.4f} beats {CHAMPION} version {champion_version} "
-            f"({champion_dice:.4f}) by more than {min_improvement:g}"
-        )
-        promoted = True
-    else:
-        reason = (
-            f"test Dice mean {candidate_dice:.4f} does not beat {CHAMPION} version {champion_version} "
-            f"({champion_dice:.4f}) by more than {min_improvement:g}; kept as {CHALLENGER}"
-        )
-        promoted = False
-
-    if promoted:
-        client.set_registered_model_alias(name, CHAMPION, str(version))
-        challenger = _alias_version(client, name, CHALLENGER)
-        if challenger is not None and str(challenger.version) == str(version):
-            client.delete_registered_model_alias(name, CHALLENGER)
-    else:
-        client.set_registered_model_alias(name, CHALLENGER, str(version))
-    client.set_model_version_tag(name, str(version), "promotion_reason", reason)
-    logger.info("Promotion of %s version %s: %s", name, version, reason)
-    return PromotionDecision(
-        version=str(version),
-        promoted=promoted,
-        alias=CHAMPION if promoted else CHALLENGER,
-        previous_champion=champion_version,
-        candidate_dice_mean=candidate_dice,
-        champion_dice_mean=champion_dice,
-        reason=reason,
-    )
+    summary = summarize_training_data(settings, tags["dataset_version"])
+    if summary is not None:
+        tags = {**tags, TRAINING_DATA_TAG: summary.model_dump_json()}
+        client.set_model_version_tag(name, version, TRAINING_DATA_TAG, tags[TRAINING_DATA_TAG])
+    client.update_model_version(name, version, description=render_model_card(name, version, tags))
 
 
-def rollback(settings: Settings, version: str) -> PromotionDecision:
-    """Make ``version`` @champion without the gate (for the ML engineer undoing a bad promotion).
+def promote_model(
+    settings: Settings,
+    version: str,
+    force: bool = False,
+    via: str = "library",
+    progress: ProgressCallback | None = None,
+) -> PromotionDecision:
+    """The promotion gate on the policy's frozen benchmark set (``orthoseg.promotion.promote_model``)."""
+    from orthoseg.promotion import promote_model as promote
 
-    Raises:
-        RegistryError: when the version does not exist.
-    """
-    client = _client(settings)
-    name = settings.model_name
-    target = _get_version(client, name, version)
-    champion = _alias_version(client, name, CHAMPION)
-    previous = str(champion.version) if champion is not None else None
-    client.set_registered_model_alias(name, CHAMPION, str(target.version))
-    challenger = _alias_version(client, name, CHALLENGER)
-    if challenger is not None and str(challenger.version) == str(target.version):
-        client.delete_registered_model_alias(name, CHALLENGER)
-    reason = f"rollback: {CHAMPION} set to version {target.version} by request (was {previous or 'none'})"
-    client.set_model_version_tag(name, str(target.version), "promotion_reason", reason)
-    logger.info(reason)
-    return PromotionDecision(
-        version=str(target.version),
-        promoted=True,
-        alias=CHAMPION,
-        previous_champion=previous,
-        candidate_dice_mean=_dice(target),
-        champion_dice_mean=_dice(champion) if champion is not None else None,
-        reason=reason,
-    )
+    return promote(settings, version, force=force, via=via, progress=progress)
+
+
+def rollback(settings: Settings, version: str | None = None, via: str = "library") -> PromotionDecision:
+    """Make ``version`` (default @previous) champion without the gate (``orthoseg.promotion.rollback``)."""
+    from orthoseg.promotion import rollback as roll_back
+
+    return roll_back(settings, version, via=via)
 
 
 def _resolve(client: MlflowClient, name: str, ref: str) -> ModelVersion:
@@ -272,9 +187,9 @@ def _resolve(client: MlflowClient, name: str, ref: str) -> ModelVersion:
             raise RegistryError(f"model {name!r} has no versions; register one first")
         return max(versions, key=lambda mv: int(mv.version))
     if ref.isdigit():
-        return _get_version(client, name, ref)
+        return get_version(client, name, ref)
     alias = ref.lstrip("@")
-    model_version = _alias_version(client, name, alias)
+    model_version = alias_version(client, name, alias)
     if model_version is None:
         raise RegistryError(
             f"model {name!r} has no alias @{alias} (use an alias, a version number or 'latest')"
@@ -291,7 +206,7 @@ def resolve_model(settings: Settings, ref: str = CHAMPION) -> tuple[str, str]:
     Raises:
         RegistryError: when the reference does not resolve.
     """
-    client = _client(settings)
+    client = tracking_client(settings)
     model_version = _resolve(client, settings.model_name, ref)
     return str(model_version.version), f"models:/{settings.model_name}/{model_version.version}"
 
@@ -308,7 +223,7 @@ def load_registered_model(settings: Settings, ref: str = CHAMPION) -> tuple[Segm
     """
     from orthoseg.model_package import download_model
 
-    client = _client(settings)
+    client = tracking_client(settings)
     model_version = _resolve(client, settings.model_name, ref)
     version = str(model_version.version)
     directory = (

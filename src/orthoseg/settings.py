@@ -81,6 +81,12 @@ class TrainConfig(BaseModel):
         max_failures: worker-group restarts (from the latest checkpoint) before the run fails.
         seed: initialisation and augmentation seed.
         checkpoint_every_epochs: checkpoint (and report metrics) every this many epochs.
+        init_weights_uri: MLflow model URI (``models:/orthoseg-knee/3``, ``runs:/<run id>/model``) or local
+            model folder whose weights start the run (a warm start: a retrained model begins where the
+            champion is instead of re-learning the anatomy, and reaches its Dice in fewer epochs). Used
+            only when that model's network configuration equals this one's; otherwise the run starts
+            from scratch, with a warning and the reason in the run's ``orthoseg.warm_start`` tag. A
+            resumed run continues from its own checkpoint instead. None: random initialisation.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -108,6 +114,7 @@ class TrainConfig(BaseModel):
     max_failures: int = Field(default=2, ge=0)
     seed: int = 0
     checkpoint_every_epochs: int = Field(default=1, ge=1)
+    init_weights_uri: str | None = None
 
     def network_config(self) -> NetworkConfig:
         """The architecture part, as saved with the model."""
@@ -117,6 +124,23 @@ class TrainConfig(BaseModel):
             num_res_units=self.num_res_units,
             deep_supervision=self.deep_supervision,
         )
+
+
+class PromotionSettings(BaseModel):
+    """Where the promotion policy lives and when retraining is worth starting.
+
+    Attributes:
+        policy_path: the promotion policy YAML (``orthoseg.promotion_policy``). A relative path is
+            looked up in the working directory first, then in the orthoseg source checkout (where
+            ``mlflow/promotion.yaml`` ships).
+        retrain_min_new_images: ``orthoseg retrain`` trains only when at least this many annotated
+            images arrived since the champion's dataset version (fewer would not move the benchmark).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    policy_path: str = "mlflow/promotion.yaml"
+    retrain_min_new_images: int = Field(default=20, ge=1)
 
 
 class Settings(BaseSettings):
@@ -148,6 +172,7 @@ class Settings(BaseSettings):
         preprocess: canvas and intensity settings shared by training and inference.
         train: training hyper-parameters.
         augment: on-the-fly training augmentation (``orthoseg.augment``).
+        promotion: promotion policy file and the retraining threshold.
     """
 
     model_config = SettingsConfigDict(env_prefix="ORTHOSEG_", env_nested_delimiter="__", extra="forbid")
@@ -170,6 +195,7 @@ class Settings(BaseSettings):
     preprocess: PreprocessConfig = PreprocessConfig()
     train: TrainConfig = TrainConfig()
     augment: AugmentConfig = AugmentConfig()
+    promotion: PromotionSettings = PromotionSettings()
 
     @model_validator(mode="before")
     @classmethod

@@ -10,7 +10,20 @@ from pathlib import Path
 
 import yaml
 
-COMMANDS = ("synth", "validate", "train", "evaluate", "register", "promote", "infer", "pipeline", "demo")
+COMMANDS = (
+    "synth",
+    "validate",
+    "train",
+    "retrain",
+    "evaluate",
+    "register",
+    "promote",
+    "rollback",
+    "registry",
+    "infer",
+    "pipeline",
+    "demo",
+)
 
 
 def _orthoseg(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

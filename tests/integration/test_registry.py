@@ -27,7 +27,7 @@ from orthoseg.registry import (
     resolve_model,
     rollback,
 )
-from orthoseg.settings import Settings
+from orthoseg.settings import PromotionSettings, Settings
 from orthoseg.storage import store_from_settings
 from orthoseg.training import DATASET_TAG, PREPROCESS_HASH_TAG
 from tests.integration._dataset_helpers import write_dataset_version
@@ -65,6 +65,13 @@ def registry_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Set
         train={"network_channels": (4, 8, 16)},
     )
     version = write_dataset_version(store_from_settings(settings), count=6, seed=11, test_fraction=0.34)
+    # The benchmark set is this version's test split, so the gate's numbers are the runs' test Dice.
+    policy = root / "promotion.yaml"
+    policy.write_text(
+        f"benchmark: {{dataset_version: {version}, split: test}}\n"
+        "min_dice_mean: 0.0\nmin_mean_improvement: 0.0\nmax_structure_regression: 1.0\n"
+    )
+    settings = settings.model_copy(update={"promotion": PromotionSettings(policy_path=str(policy))})
     runs = [_log_run(settings, version, seed) for seed in (0, 1)]
     evaluations = [evaluate_run(settings, run_id, version) for run_id in runs]
     assert evaluations[0].dice_mean != evaluations[1].dice_mean
@@ -104,7 +111,8 @@ def test_register_promote_rollback_resolve_and_load(registry_env: tuple[Settings
     second = promote_model(settings, worse.version)
     assert (second.promoted, second.alias, second.previous_champion) == (False, "challenger", "1")
     assert second.candidate_dice_mean < second.champion_dice_mean
-    assert "does not beat champion version 1" in second.reason
+    assert second.candidate_dice_mean == pytest.approx(float(worse.tags["test_dice_mean"]), abs=1e-6)
+    assert "mean_improvement" in second.reason and "champion v1" in second.reason
     assert resolve_model(settings, "champion") == ("1", f"models:/{settings.model_name}/1")
     assert resolve_model(settings, "@challenger")[0] == "2"
     assert resolve_model(settings, "latest")[0] == "2"
@@ -115,6 +123,7 @@ def test_register_promote_rollback_resolve_and_load(registry_env: tuple[Settings
     undone = rollback(settings, worse.version)
     assert (undone.promoted, undone.alias, undone.previous_champion) == (True, "champion", "1")
     assert resolve_model(settings, "champion")[0] == "2"
+    assert resolve_model(settings, "previous")[0] == "1"
     with pytest.raises(RegistryError):
         resolve_model(settings, "challenger")  # the challenger became champion
     again = promote_model(settings, better.version)  # the gate puts the better model back

@@ -136,12 +136,22 @@ def _all_reduce_sum(values: torch.Tensor, world_size: int) -> torch.Tensor:
     return values
 
 
-def restore_state(network: torch.nn.Module) -> TrainState:
-    """The state of the latest checkpoint of this run (weights loaded into ``network``), or a fresh one."""
+def restore_state(network: torch.nn.Module, init_weights: Any = None) -> TrainState:
+    """The state of the latest checkpoint of this run (weights loaded into ``network``), or a fresh one.
+
+    A fresh run starts from ``init_weights`` (safetensors bytes, or a Ray object reference to them: a warm
+    start, ``orthoseg.training.warm_start``) when given; a resumed run ignores them and continues.
+    """
+    import ray
     import ray.train
+
+    from orthoseg.training.warm_start import apply_initial_weights
 
     checkpoint = ray.train.get_checkpoint()  # Ray: latest checkpoint of this run name (None when fresh)
     if checkpoint is None:
+        if isinstance(init_weights, ray.ObjectRef):
+            init_weights = ray.get(init_weights)  # Ray: the driver's warm-start weights (object store)
+        apply_initial_weights(network, init_weights)
         return TrainState(best_weights={k: v.detach().clone() for k, v in network.state_dict().items()})
     with checkpoint.as_directory() as directory:
         return read_checkpoint(Path(directory), network)
@@ -288,8 +298,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     """One Ray Train worker: restore, then train, validate, summarise and checkpoint each epoch.
 
     Args:
-        config: ``loop`` (``LoopConfig`` as JSON) and ``progress_queue`` (a ``ray.util.queue.Queue`` or
-            None) that rank 0 feeds one message per finished epoch.
+        config: ``loop`` (``LoopConfig`` as JSON), ``progress_queue`` (a ``ray.util.queue.Queue`` or
+            None) that rank 0 feeds one message per finished epoch, and ``init_weights`` (None, or a
+            Ray object reference to safetensors bytes that a fresh run starts from).
 
     Returns:
         From rank 0 (the value Ray hands back to the driver): the per-epoch ``history``, the epoch this
@@ -314,7 +325,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     torch.manual_seed(train_config.seed)
 
     network = build_network_from_config(loop.network)
-    state = restore_state(network)
+    state = restore_state(network, config.get("init_weights"))
     started_at = state.epoch
     network = prepare_for_device(network, device, train_config.channels_last)
     model = ray.train.torch.prepare_model(network, move_to_device=False)  # Ray: DDP when world_size > 1

@@ -4,6 +4,9 @@ The driver (``run_training``) makes sure the dataset version's canvas cache exis
 Ray Data tasks, ``orthoseg.canvas_cache``), hands the cached splits to a ``TorchTrainer`` as Ray Datasets,
 and talks to MLflow. ``orthoseg.training.loop.train_loop_per_worker`` is the only code on Ray workers.
 
+Warm start: ``train.init_weights_uri`` names a model whose weights start a fresh run when its network
+matches (``orthoseg.training.warm_start``); the run's ``orthoseg.warm_start`` tag says what happened.
+
 Resuming: the Ray run is named after the dataset version and a hash of the configuration, and its
 checkpoints live in the store under ``training/ray/<run name>/`` (a local folder or ``s3://``, so every
 node of a cluster reaches them). Running the same training again continues from that run's latest
@@ -43,8 +46,10 @@ from orthoseg.training.tracking import (
     curves_png,
     experiment_id,
     find_run,
+    log_augmentation_preview,
     run_params,
 )
+from orthoseg.training.warm_start import NO_WARM_START, WARM_START_TAG, WarmStart, resolve_warm_start
 
 if TYPE_CHECKING:
     import pyarrow.fs
@@ -75,6 +80,8 @@ class TrainingResult(BaseModel):
         ray_run_name: name of the Ray Train run (its checkpoints live under ``<work_dir>/ray_results``).
         resumed_from_epoch: epochs already done by an earlier attempt (0 for a fresh run).
         images: training and validation image counts.
+        warm_start_from: the model whose weights started the run (None: from scratch).
+        warm_start: the ``orthoseg.warm_start`` tag: that URI, or ``none (<why>)``.
     """
 
     run_id: str
@@ -89,6 +96,8 @@ class TrainingResult(BaseModel):
     ray_run_name: str
     resumed_from_epoch: int
     images: dict[str, int]
+    warm_start_from: str | None = None
+    warm_start: str = NO_WARM_START
 
 
 def ray_run_name(settings: Settings, dataset_version: str) -> str:
@@ -161,9 +170,11 @@ def _fit(
     train: CanvasCacheIndex,
     val: CanvasCacheIndex,
     relay_factory: Callable[[Any], ProgressRelay],
+    warm_start: WarmStart,
 ) -> tuple[dict[str, Any], Any]:
     """Run (or resume) the Ray Train run ``name``; returns rank 0's return value and the latest
-    ``ray.train.Checkpoint``."""
+    ``ray.train.Checkpoint``. A fresh run starts from ``warm_start``'s weights when it has them."""
+    import ray
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.util.queue import Queue
@@ -185,7 +196,12 @@ def _fit(
     resources = {"CPU": train_config.cpus_per_worker, **({"GPU": 1.0} if train_config.use_gpu else {})}
     trainer = TorchTrainer(
         train_loop_per_worker,  # type: ignore[arg-type]  # its return value reaches Result.return_value
-        train_loop_config={"loop": loop.model_dump(mode="json"), "progress_queue": queue},
+        train_loop_config={
+            "loop": loop.model_dump(mode="json"),
+            "progress_queue": queue,
+            # Ray: the weights travel once through the object store, not inside every task's arguments.
+            "init_weights": None if warm_start.weights is None else ray.put(warm_start.weights),
+        },
         scaling_config=ScalingConfig(
             num_workers=train_config.num_workers, use_gpu=train_config.use_gpu, resources_per_worker=resources
         ),
@@ -223,6 +239,7 @@ def _result_from_run(run: Run, seconds: float, resumed_from_epoch: int) -> Train
 
     metrics, params, tags = run.data.metrics, run.data.params, run.data.tags
     best = metrics.get("best_val_dice_mean")
+    warm = tags.get(WARM_START_TAG, NO_WARM_START)
     return TrainingResult(
         run_id=run.info.run_id,
         dataset_version=tags.get(DATASET_TAG, params.get("dataset_version", "")),
@@ -240,6 +257,8 @@ def _result_from_run(run: Run, seconds: float, resumed_from_epoch: int) -> Train
         ray_run_name=tags.get(RAY_RUN_TAG, ""),
         resumed_from_epoch=resumed_from_epoch,
         images={"train": int(params.get("images_train", 0)), "val": int(params.get("images_val", 0))},
+        warm_start_from=None if warm.startswith(NO_WARM_START) else warm,
+        warm_start=warm,
     )
 
 
@@ -252,7 +271,8 @@ def run_training(
     augmentation settings, profile, dataset version, code version, git commit), per-epoch curves with
     ``step=epoch``, ``training_curves.png``, ``augmentation_preview.png``, the best epoch's summary
     metrics, and the model (best validation Dice epoch) as a safetensors pyfunc. Only image counts and
-    no patient data reach MLflow.
+    no patient data reach MLflow. With ``train.init_weights_uri`` a fresh run starts from that model's
+    weights when its network matches, else from scratch with a warning (tag ``orthoseg.warm_start``).
 
     Args:
         settings: store, MLflow, Ray, preprocessing, training and augmentation settings.
@@ -262,6 +282,7 @@ def run_training(
     Raises:
         orthoseg.dataset.DatasetError: when the dataset version is missing or has no training images.
         ValueError: when the canvas does not fit the network depth.
+        mlflow.exceptions.MlflowException: when ``train.init_weights_uri`` does not resolve.
     """
     import mlflow
 
@@ -304,6 +325,7 @@ def run_training(
     if len(val) == 0:
         logger.warning("Dataset %s has no validation images: the last epoch's weights are kept", version)
     images = {"train": len(train), "val": len(val)}
+    warm_start = resolve_warm_start(settings)
     connect_ray(settings)
 
     run_id = existing.info.run_id if existing is not None else None
@@ -318,9 +340,10 @@ def run_training(
                     CONFIG_HASH_TAG: name.rsplit("-", 1)[-1],
                     PREPROCESS_HASH_TAG: config_hash(settings.preprocess),
                     "orthoseg.code_version": __version__,
+                    WARM_START_TAG: warm_start.tag,
                 }
             )
-            _log_augmentation_preview(settings, train)
+            log_augmentation_preview(settings, train)
         else:
             logger.info("Resuming MLflow run %s of Ray run %s", run_id, name)
         logged = {m.step for m in client.get_metric_history(run_id, "train_loss")}
@@ -338,7 +361,7 @@ def run_training(
             settings.train.epochs,
             settings.train.num_workers,
         )
-        outcome, checkpoint = _fit(settings, name, train, val, make_relay)
+        outcome, checkpoint = _fit(settings, name, train, val, make_relay, warm_start)
         network = build_network_from_config(network_config)
         with checkpoint.as_directory() as directory:
             state = read_summary(Path(directory))
@@ -376,29 +399,3 @@ def run_training(
         "n/a" if result.best_val_dice_mean is None else f"{result.best_val_dice_mean:.3f}",
     )
     return result
-
-
-def _log_augmentation_preview(settings: Settings, train: CanvasCacheIndex, samples: int = 6) -> None:
-    """``augmentation_preview.png``: a few training canvases as the network sees them, augmented."""
-    import mlflow
-
-    from orthoseg.augment import augmentation_preview_png
-    from orthoseg.canvas_cache import decode_shard
-    from orthoseg.storage import open_store
-
-    if not settings.augment.enabled or not train.shards:
-        return
-    store = open_store(train.store_uri, train.s3_endpoint_url)
-    shard = decode_shard(store.get_bytes(train.shards[0].key))
-    side = train.preprocess.canvas_px
-    top = train.context_rows  # the anatomy-centred window of each strip
-    with tempfile.TemporaryDirectory(prefix="orthoseg-augment-") as tmp:
-        path = Path(tmp) / "augmentation_preview.png"
-        augmentation_preview_png(
-            shard["image"][:samples, :, top : top + side],
-            shard["masks"][:samples, :, top : top + side],
-            settings.augment,
-            path,
-            seed=settings.train.seed,
-        )
-        mlflow.log_artifact(str(path))

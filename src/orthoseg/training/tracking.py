@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import Run
 
+    from orthoseg.canvas_cache import CanvasCacheIndex
     from orthoseg.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -181,3 +182,31 @@ class ProgressRelay:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
+
+
+def log_augmentation_preview(settings: Settings, train: CanvasCacheIndex, samples: int = 6) -> None:
+    """``augmentation_preview.png``: a few training canvases as the network sees them, augmented."""
+    import tempfile
+
+    import mlflow
+
+    from orthoseg.augment import augmentation_preview_png
+    from orthoseg.canvas_cache import decode_shard
+    from orthoseg.storage import open_store
+
+    if not settings.augment.enabled or not train.shards:
+        return
+    store = open_store(train.store_uri, train.s3_endpoint_url)
+    shard = decode_shard(store.get_bytes(train.shards[0].key))
+    side = train.preprocess.canvas_px
+    top = train.context_rows  # the anatomy-centred window of each strip
+    with tempfile.TemporaryDirectory(prefix="orthoseg-augment-") as tmp:
+        path = Path(tmp) / "augmentation_preview.png"
+        augmentation_preview_png(
+            shard["image"][:samples, :, top : top + side],
+            shard["masks"][:samples, :, top : top + side],
+            settings.augment,
+            path,
+            seed=settings.train.seed,
+        )
+        mlflow.log_artifact(str(path))
