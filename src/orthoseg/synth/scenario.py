@@ -218,6 +218,7 @@ def sample_knee(
             if rng.random() < 0.35:
                 lucency[region] = round(float(rng.uniform(0.5, 3.0)), 2)
     implanted = category != "native"
+    stemmed = category == "revision_tka"
     return KneeSpec(
         side=side,
         female=female,
@@ -230,10 +231,12 @@ def sample_knee(
         kl_grade=kl_grade,
         osteophytes=kl_grade >= 2,
         tibiofemoral_base_deg=float(rng.normal(5.5, 2.0)),
-        femoral_varus_valgus_deg=float(rng.normal(0.0, 2.0)) if implanted else 0.0,
-        femoral_flexion_deg=float(rng.uniform(0.0, 10.0)) if implanted else 0.0,
-        tibial_varus_valgus_deg=float(rng.normal(0.0, 2.0)) if implanted else 0.0,
-        tibial_slope_deg=float(rng.uniform(0.0, 8.0)) if implanted else 0.0,
+        # A stemmed component is one rigid piece with its stem, and the stem fills the canal: its flexion
+        # (slope) and varus/valgus against the bone's axis are the design's (a few degrees), not a cut's.
+        femoral_varus_valgus_deg=float(rng.normal(0.0, 0.7 if stemmed else 2.0)) if implanted else 0.0,
+        femoral_flexion_deg=float(rng.uniform(0.0, 2.5 if stemmed else 10.0)) if implanted else 0.0,
+        tibial_varus_valgus_deg=float(rng.normal(0.0, 0.7 if stemmed else 2.0)) if implanted else 0.0,
+        tibial_slope_deg=float(rng.uniform(0.0, 3.0 if stemmed else 8.0)) if implanted else 0.0,
         joint_space_medial_mm=round(js_medial, 2),
         joint_space_lateral_mm=round(js_lateral, 2),
         subsidence_mm=round(float(rng.uniform(0.5, 4.0)), 2) if implanted and rng.random() < 0.12 else 0.0,

@@ -85,3 +85,18 @@ def test_all_categories_render(small_config: SynthConfig) -> None:
         case = generate_case(0, config)
         assert case.truth["category"] == category
         assert case.masks[:2].any(axis=(1, 2)).all()
+
+
+def test_stemmed_components_follow_the_canal() -> None:
+    """A revision component is one piece with its stem, and the stem fills the canal: its flexion (slope)
+    and varus/valgus are the design's few degrees, while a primary's cuts vary more."""
+    config = SynthConfig(count=300, seed=2, category_weights={"revision_tka": 1.0, "tka": 1.0})
+    knees = [image_spec(i, config).knees[0] for i in range(config.count)]
+    revision = [k for k in knees if k.category == "revision_tka"]
+    primary = [k for k in knees if k.category == "tka"]
+    assert revision and primary
+    assert max(k.femoral_flexion_deg for k in revision) <= 2.5
+    assert max(k.tibial_slope_deg for k in revision) <= 3.0
+    assert max(abs(k.femoral_varus_valgus_deg) for k in revision) < 3.0
+    assert max(k.femoral_flexion_deg for k in primary) > 5.0
+    assert max(k.tibial_slope_deg for k in primary) > 5.0
