@@ -372,6 +372,32 @@ def pipeline_submit(
 
 
 @app.command()
+def schedule(
+    host: Annotated[
+        str, typer.Option(help="Kubeflow Pipelines API, e.g. http://ml-pipeline.kubeflow.svc:8888.")
+    ],
+    retrain_cron: Annotated[str | None, typer.Option(help="6-field cron, seconds first.")] = None,
+    infer_cron: Annotated[str | None, typer.Option(help="6-field cron, seconds first.")] = None,
+    experiment: Annotated[str | None, typer.Option(help="KFP experiment of the recurring runs.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Read the server, print the plan.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Create or update the recurring runs (retraining, nightly inference; max_concurrency 1), idempotently.
+    Defaults: ORTHOSEG_SCHEDULE__* (weekly '0 0 2 * * 0', nightly '0 0 1 * * *')."""
+    from orthoseg.schedule import render_schedule_table, sync_schedules, with_overrides
+
+    settings = with_overrides(
+        Settings(), retrain_cron=retrain_cron, infer_cron=infer_cron, experiment=experiment
+    )
+    with _running(as_json):
+        report = sync_schedules(settings, host, dry_run=dry_run)
+    if as_json:
+        print_json(report.model_dump(mode="json"))
+    else:
+        Console().print(render_schedule_table(report))
+
+
+@app.command()
 def demo(
     profile: Annotated[
         str, typer.Option(help="Data set size: 'small' (default) or 'tiny' (tests).")

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orthoseg.augment import AugmentConfig
 from orthoseg.model import Architecture, NetworkConfig
 from orthoseg.profiles import PROFILES, profile_defaults
+from orthoseg.schedule import validate_cron
 
 
 class PreprocessConfig(BaseModel):
@@ -143,6 +144,37 @@ class PromotionSettings(BaseModel):
     retrain_min_new_images: int = Field(default=20, ge=1)
 
 
+class ScheduleSettings(BaseModel):
+    """The Kubeflow Pipelines recurring runs ``orthoseg schedule`` keeps in sync (``orthoseg.schedule``).
+
+    Attributes:
+        experiment: KFP experiment holding the recurring runs (created when missing).
+        retrain_cron: when the training pipeline runs. KFP cron has six fields, seconds first:
+            ``0 0 2 * * 0`` is Sundays at 02:00 (UTC on the cluster).
+        infer_cron: when the inference pipeline runs; ``0 0 1 * * *`` is every night at 01:00.
+        retrain_source: store prefix of the annotated batch scheduled retraining validates and trains on.
+        retrain_batch: its batch name (quarantine and report folders).
+        infer_source: store prefix where new studies arrive for nightly inference.
+        infer_batch: its batch name.
+        min_dice: quality floor (test mean Dice) for promoting a scheduled retraining's model.
+        model: model alias or version nightly inference uses.
+        profile: training profile of scheduled retraining; None: the cluster's configuration.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    experiment: str = Field(default="orthoseg", min_length=1)
+    retrain_cron: Annotated[str, AfterValidator(validate_cron)] = "0 0 2 * * 0"
+    infer_cron: Annotated[str, AfterValidator(validate_cron)] = "0 0 1 * * *"
+    retrain_source: str = "s3://orthoseg/store/incoming/annotated"
+    retrain_batch: str = "annotated"
+    infer_source: str = "s3://orthoseg/store/incoming/scans"
+    infer_batch: str = "scans"
+    min_dice: float = Field(default=0.0, ge=0.0, le=1.0)
+    model: str = "champion"
+    profile: str | None = None
+
+
 class Settings(BaseSettings):
     """Where things live and how stages run; switching deployments is configuration only.
 
@@ -173,6 +205,7 @@ class Settings(BaseSettings):
         train: training hyper-parameters.
         augment: on-the-fly training augmentation (``orthoseg.augment``).
         promotion: promotion policy file and the retraining threshold.
+        schedule: the Kubeflow Pipelines recurring runs (``orthoseg schedule``).
     """
 
     model_config = SettingsConfigDict(env_prefix="ORTHOSEG_", env_nested_delimiter="__", extra="forbid")
@@ -196,6 +229,7 @@ class Settings(BaseSettings):
     train: TrainConfig = TrainConfig()
     augment: AugmentConfig = AugmentConfig()
     promotion: PromotionSettings = PromotionSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
 
     @model_validator(mode="before")
     @classmethod

@@ -22,6 +22,7 @@ COMMANDS = (
     "registry",
     "infer",
     "pipeline",
+    "schedule",
     "demo",
 )
 
