@@ -301,7 +301,7 @@ def predict_with_confidence(
     probabilities, confidences = predict_canvas_with_confidence(
         model, canvas[None, None], [transform.canvas_spacing_mm], passes, config, batch_size=1
     )
-    masks = model.native_masks(probabilities[0], transform)
+    masks = model.native_masks(probabilities[0], transform, pixels)
     return ConfidentPrediction(masks, None if confidences is None else confidences[0])
 
 

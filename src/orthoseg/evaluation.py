@@ -148,8 +148,8 @@ def predict_native_masks(
     """A model's (C, H, W) boolean masks for one radiograph, on the radiograph's own grid.
 
     The path inference takes: the model's own preprocessing, ``predict_canvas``, stray fragments removed
-    (the model's post-processing, when it has one), probabilities restored to the native grid, then
-    thresholded at the model's threshold.
+    (the model's post-processing, when it has one), probabilities restored to the native grid,
+    thresholded at the model's threshold, and emptied in the collimator's shadow.
 
     Args:
         model: a ``SegmentationModel``, or any object with its ``preprocess``, ``predict_canvas`` and
@@ -160,7 +160,7 @@ def predict_native_masks(
     from orthoseg.preprocessing import preprocess_radiograph
 
     canvas, transform = preprocess_radiograph(pixels, spacing_mm, model.preprocess)
-    return model.native_masks(model.predict_canvas(canvas[None, None], batch_size=1)[0], transform)
+    return model.native_masks(model.predict_canvas(canvas[None, None], batch_size=1)[0], transform, pixels)
 
 
 @dataclass

@@ -215,10 +215,13 @@ class SegmentationModel:
     def structure_names(self) -> tuple[str, ...]:
         return self.config.structure_names
 
-    def native_masks(self, probabilities: np.ndarray, transform: CanvasTransform) -> np.ndarray:
+    def native_masks(
+        self, probabilities: np.ndarray, transform: CanvasTransform, pixels: np.ndarray | None = None
+    ) -> np.ndarray:
         """(C, H, W) boolean masks on the film's grid from one canvas's probabilities, cleaned by the
-        model's own post-processing and thresholded at its threshold."""
-        return native_masks(probabilities, transform, self.threshold, self.config.postprocess)
+        model's own post-processing (with the film's ``pixels``: emptied in the collimator's shadow) and
+        thresholded at its threshold."""
+        return native_masks(probabilities, transform, self.threshold, self.config.postprocess, pixels)
 
     def predict_canvas(self, batch: np.ndarray, batch_size: int = 8) -> np.ndarray:
         """Per-structure probabilities for a batch of canvases.

@@ -9,7 +9,10 @@ clean masks the same way:
 - per structure, connected components smaller than ``min_component_fraction`` of that structure's
   largest component are dropped (a standing film of both knees keeps both femurs: they are alike);
 - cement farther than ``cement_max_distance_mm`` from any predicted implant component is dropped
-  (cement only exists against an implant).
+  (cement only exists against an implant);
+- on the native grid, nothing is kept in the collimator's shadow along the film's edges
+  (``orthoseg.measure.field``): no anatomy shows through a shutter, and a network that has not seen a
+  shutter's bar may call it bone.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ class PostprocessConfig(BaseModel):
             component are removed (every structure but cement).
         cement_max_distance_mm: cement pixels farther than this from a predicted implant component are
             removed.
+        clear_collimated_borders: masks are emptied in the collimator's shadow found along each edge of
+            the film (needs the film's pixels).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -44,6 +49,7 @@ class PostprocessConfig(BaseModel):
     enabled: bool = True
     min_component_fraction: float = Field(default=0.1, ge=0.0, le=1.0)
     cement_max_distance_mm: float = Field(default=5.0, gt=0.0)
+    clear_collimated_borders: bool = True
 
 
 def clean_probabilities(
@@ -88,12 +94,33 @@ def clean_probabilities(
     return cleaned
 
 
+def clear_collimated_borders(masks: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """``masks`` (C, H, W) with every structure emptied in the collimator's shadow of ``pixels`` (H, W)."""
+    from orthoseg.measure.field import field_margins_px
+
+    top, bottom, left, right = field_margins_px(pixels)
+    height, width = masks.shape[-2:]
+    masks[..., :top, :] = False
+    masks[..., height - bottom :, :] = False
+    masks[..., :, :left] = False
+    masks[..., :, width - right :] = False
+    return masks
+
+
 def native_masks(
-    probabilities: np.ndarray, transform: CanvasTransform, threshold: float, config: PostprocessConfig
+    probabilities: np.ndarray,
+    transform: CanvasTransform,
+    threshold: float,
+    config: PostprocessConfig,
+    pixels: np.ndarray | None = None,
 ) -> np.ndarray:
     """(C, H, W) boolean masks on the film's own grid from one canvas's (C, S, S) probabilities: cleaned on
-    the canvas, restored to the native grid, thresholded. Inference and evaluation both call this."""
+    the canvas, restored to the native grid, thresholded, and (given the film's ``pixels``) emptied in
+    the collimator's shadow. Inference and evaluation both call this."""
     from orthoseg.preprocessing import restore_to_native
 
     cleaned = clean_probabilities(probabilities, threshold, transform.canvas_spacing_mm, config)
-    return restore_to_native(cleaned, transform) >= threshold
+    masks = restore_to_native(cleaned, transform) >= threshold
+    if config.enabled and config.clear_collimated_borders and pixels is not None:
+        masks = clear_collimated_borders(masks, pixels)
+    return masks

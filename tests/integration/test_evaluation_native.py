@@ -82,8 +82,10 @@ class _OracleModel:
     def predict_canvas(self, batch: np.ndarray, batch_size: int = 8) -> np.ndarray:
         return np.stack([self._masks[self._key(canvas[0])] for canvas in batch])
 
-    def native_masks(self, probabilities: np.ndarray, transform: CanvasTransform) -> np.ndarray:
-        # The truth has no stray fragments: nothing to clean.
+    def native_masks(
+        self, probabilities: np.ndarray, transform: CanvasTransform, pixels: np.ndarray | None = None
+    ) -> np.ndarray:
+        # The truth has no stray fragments and nothing in a shutter's shadow: nothing to clean.
         return native_masks(probabilities, transform, self.threshold, PostprocessConfig(enabled=False))
 
 

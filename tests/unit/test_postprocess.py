@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from orthoseg.labels import NUM_STRUCTURES, STRUCTURE_NAMES
-from orthoseg.postprocess import PostprocessConfig, clean_probabilities
+from orthoseg.postprocess import PostprocessConfig, clean_probabilities, clear_collimated_borders
 
 CH = {name: index for index, name in enumerate(STRUCTURE_NAMES)}
 
@@ -52,3 +52,18 @@ def test_cement_without_any_implant_is_removed_and_disabled_keeps_everything() -
     kept = clean_probabilities(probabilities, 0.5, 1.0, PostprocessConfig(enabled=False))
     np.testing.assert_array_equal(kept, probabilities)
     assert probabilities[CH["cement"]].max() == pytest.approx(0.9)  # the input is not modified
+
+
+def test_nothing_is_kept_in_a_shutters_shadow() -> None:
+    """A bar of collimator shadow along the left edge called tibia (as a network that never saw a shutter
+    may call it) is emptied; the tibia in the exposed field stays."""
+    rng = np.random.default_rng(0)
+    pixels = 0.3 + 0.05 * rng.standard_normal((80, 60))
+    pixels[:, 30:50] += 0.3  # the leg
+    pixels[:, :12] = 0.97 + 0.005 * rng.standard_normal((80, 12))  # the shutter's shadow
+    masks = np.zeros((NUM_STRUCTURES, 80, 60), dtype=bool)
+    masks[CH["tibia"], 10:70, 2:10] = True
+    masks[CH["tibia"], 10:70, 32:48] = True
+    cleared = clear_collimated_borders(masks.copy(), pixels)
+    assert not cleared[CH["tibia"], :, :12].any()
+    np.testing.assert_array_equal(cleared[CH["tibia"], :, 12:], masks[CH["tibia"], :, 12:])

@@ -8,9 +8,8 @@ and the shutter, not between the two cortices (``orthoseg.measure.axes``).
 Collimators are aligned with the detector on knee films, so the shadow is a band along each edge
 whose lines (rows along the top and bottom, columns along the sides) are uniform: the shutter's level,
 with noise and the odd burned-in label, and nothing of the patient. The band is walked inward from the
-edge while its lines stay uniform at the edge line's level. An edge whose outermost line is not uniform
-has no band. Air beside the leg is uniform too and may be taken for a band; no bone borders air, so
-that costs nothing.
+edge while its lines stay uniform at the edge line's level. An edge whose outermost line is not uniform,
+or not bright (a shutter's shadow is unexposed, white on a presentation image), has no band.
 """
 
 from __future__ import annotations
@@ -23,9 +22,12 @@ FieldMargins = tuple[int, int, int, int]
 NO_MARGINS: FieldMargins = (0, 0, 0, 0)
 
 
-def _band_depth(lines: np.ndarray, tolerance: float, uniform_fraction: float) -> int:
-    """How many leading lines of ``lines`` (line, values) stay within ``tolerance`` of the first's level."""
+def _band_depth(lines: np.ndarray, tolerance: float, uniform_fraction: float, min_level: float) -> int:
+    """How many leading lines of ``lines`` (line, values) stay within ``tolerance`` of the first's level
+    (none when that level is below ``min_level``: a shutter's shadow is bright)."""
     level = float(np.median(lines[0]))
+    if level < min_level:
+        return 0
     close = np.abs(lines - level) <= tolerance
     uniform = close.mean(axis=1) >= uniform_fraction
     if not uniform[0]:
@@ -39,6 +41,7 @@ def field_margins_px(
     tolerance_fraction: float = 0.04,
     uniform_fraction: float = 0.9,
     max_fraction: float = 0.45,
+    bright_fraction: float = 0.8,
 ) -> FieldMargins:
     """Lines outside the exposed field along each edge of ``pixels`` (H, W).
 
@@ -49,6 +52,9 @@ def field_margins_px(
         uniform_fraction: share of a line's pixels that must be at the level for the line to be shadow
             (a burned-in label or a noisy pixel leaves the rest).
         max_fraction: no band covers more than this share of the image's height or width.
+        bright_fraction: a band's level must lie at least this far up the image's robust range: the
+            shutter's shadow is unexposed, so white on a presentation image; a uniform dark band is air
+            or a black mask around the image, where nothing is predicted anyway.
 
     Returns:
         (top, bottom, left, right) depths in pixels; 0 where the edge is exposed.
@@ -63,10 +69,11 @@ def field_margins_px(
     tolerance = tolerance_fraction * float(high - low)
     rows, cols = image.shape
     max_rows, max_cols = int(max_fraction * rows), int(max_fraction * cols)
-    top = _band_depth(image[:max_rows, ::4], tolerance, uniform_fraction)
-    bottom = _band_depth(image[::-1][:max_rows, ::4], tolerance, uniform_fraction)
-    left = _band_depth(image.T[:max_cols, ::4], tolerance, uniform_fraction)
-    right = _band_depth(image.T[::-1][:max_cols, ::4], tolerance, uniform_fraction)
+    bright = float(low + bright_fraction * (high - low))
+    top = _band_depth(image[:max_rows, ::4], tolerance, uniform_fraction, bright)
+    bottom = _band_depth(image[::-1][:max_rows, ::4], tolerance, uniform_fraction, bright)
+    left = _band_depth(image.T[:max_cols, ::4], tolerance, uniform_fraction, bright)
+    right = _band_depth(image.T[::-1][:max_cols, ::4], tolerance, uniform_fraction, bright)
     return top, bottom, left, right
 
 
