@@ -17,7 +17,6 @@ with ``status='failed'`` and a reason a person can act on.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -139,6 +138,9 @@ class InferenceSummary(BaseModel):
             failed for a reason in the unchanged file itself.
         images_failed: files that could not be processed (their rows carry the reason).
         failures: input key -> reason, for the failed files.
+        images_unmarked: processed by this call, but their completion marker (``rows/<digest>.json``)
+            could not be written: their results are in this run's table, and a re-run processes them again.
+        unmarked: input key -> why the marker could not be written, for those images.
         output_prefix: store key prefix of the run's outputs.
         measurements_key: store key of ``measurements.parquet``.
         report_key: store key of ``report.html``.
@@ -156,6 +158,8 @@ class InferenceSummary(BaseModel):
     images_skipped: int
     images_failed: int
     failures: dict[str, str] = Field(default_factory=dict)
+    images_unmarked: int = 0
+    unmarked: dict[str, str] = Field(default_factory=dict)
     output_prefix: str
     measurements_key: str
     report_key: str
@@ -422,7 +426,7 @@ class InferenceWorker:
         from orthoseg.seg_io import build_seg, seg_to_bytes
 
         uid = radiograph.sop_instance_uid
-        masks = self.model.native_masks(probabilities, transform)
+        masks = self.model.native_masks(probabilities, transform, radiograph.pixels)
         drawing = MeasurementDrawing()
         knees = measure_knees(
             masks,
@@ -473,14 +477,20 @@ class InferenceWorker:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         keys = [str(k) for k in batch["image_key"]]
         rows: dict[str, dict[str, Any]] = {k: self._base_row(k) for k in keys}
-        started = {k: time.perf_counter() for k in keys}
+        # Per image: its own read/preprocess/post-process/write time, plus an equal share of the batched
+        # forward pass it was part of (that pass cannot be timed per image).
+        own = dict.fromkeys(keys, 0.0)
+        forward_share = dict.fromkeys(keys, 0.0)
         prepared: list[tuple[str, Any, Any, np.ndarray, Any]] = []
         for key in keys:
+            tick = time.perf_counter()
             try:
                 radiograph, header, canvas, transform = self._prepare(rows[key])
             except Exception as error:  # a broken file must never stop the run
                 self._fail(rows[key], error)
+                own[key] += time.perf_counter() - tick
                 continue
+            own[key] += time.perf_counter() - tick
             rows[key].update(
                 {
                     "sop_instance_uid": radiograph.sop_instance_uid,
@@ -500,6 +510,7 @@ class InferenceWorker:
             by_shape.setdefault(item[3].shape, []).append(item)
         for group in by_shape.values():
             canvases = np.stack([p[3] for p in group])[:, None]
+            tick = time.perf_counter()
             try:
                 # Mean probabilities over the test-time augmented passes (one pass: predict_canvas's).
                 probabilities, confidences = predict_canvas_with_confidence(
@@ -514,7 +525,12 @@ class InferenceWorker:
                 for key, *_ in group:
                     self._fail(rows[key], error)
                 continue
+            finally:
+                share = (time.perf_counter() - tick) / len(group)
+                for key, *_ in group:
+                    forward_share[key] = share
             for index, (key, radiograph, header, _, transform) in enumerate(group):
+                tick = time.perf_counter()
                 try:
                     self._finish(rows[key], radiograph, header, probabilities[index], transform)
                     _record_confidence(
@@ -522,14 +538,31 @@ class InferenceWorker:
                     )
                 except Exception as error:
                     self._fail(rows[key], error)
+                own[key] += time.perf_counter() - tick
+        return self._mark_done(keys, rows, own, forward_share)
+
+    def _mark_done(
+        self,
+        keys: list[str],
+        rows: dict[str, dict[str, Any]],
+        own: dict[str, float],
+        forward_share: dict[str, float],
+    ) -> dict[str, np.ndarray]:
+        """Write each image's row (its completion marker, written last); a row that cannot be written is
+        logged and returned with ``completion_marker_error`` (the driver counts it; a re-run redoes it)."""
         out = []
         for key in keys:
             row = rows[key]
-            row["seconds"] = time.perf_counter() - started[key]
+            row["forward_share_seconds"] = forward_share[key]
+            row["image_seconds"] = own[key] + forward_share[key]
             text = json.dumps({k: _clean(v) for k, v in row.items()}, sort_keys=True)
-            # The row is written last: its presence with status ok marks the image as done.
-            with contextlib.suppress(Exception):
+            try:
                 self.output.put_bytes(row_key(self.output_prefix, key), text.encode())
+            except Exception as error:
+                reason = f"{type(error).__name__}: {error}"
+                logger.error("completion marker of image %s not written: %s", _key_digest(key), reason)
+                row["completion_marker_error"] = reason
+                text = json.dumps({k: _clean(v) for k, v in row.items()}, sort_keys=True)
             out.append(text)
         return {"image_key": np.asarray(keys, dtype=object), "row_json": np.asarray(out, dtype=object)}
 
@@ -719,6 +752,11 @@ def run_inference(
     rows = [earlier.get(k) or new_rows.get(k) or _lost_row(k) for k in resolved.keys]
     _mark_duplicates(rows)
     failures = {r["image_key"]: str(r.get("reason")) for r in rows if r.get("status") != "ok"}
+    unmarked = {
+        k: str(r["completion_marker_error"]) for k, r in new_rows.items() if r.get("completion_marker_error")
+    }
+    for key, reason in unmarked.items():
+        logger.error("image %s: results written but not marked done (%s)", _key_digest(key), reason)
     summary = InferenceSummary(
         model_name=model_name,
         model_version=model_version,
@@ -729,6 +767,8 @@ def run_inference(
         images_skipped=len(earlier),
         images_failed=len(failures),
         failures=failures,
+        images_unmarked=len(unmarked),
+        unmarked=unmarked,
         output_prefix=output_prefix,
         measurements_key=join_key(output_prefix, "measurements.parquet"),
         report_key=join_key(output_prefix, "report.html"),
@@ -737,10 +777,11 @@ def run_inference(
     )
     write_run_outputs(store, summary, rows)
     logger.info(
-        "Inference done: %d inferred, %d skipped, %d failed in %.1f s",
+        "Inference done: %d inferred, %d skipped, %d failed, %d not marked done in %.1f s",
         summary.images_inferred,
         summary.images_skipped,
         summary.images_failed,
+        summary.images_unmarked,
         summary.seconds,
     )
     return summary

@@ -42,7 +42,12 @@ _ROW_COLUMNS: tuple[tuple[str, str], ...] = (
     ("pixel_spacing_row_mm", "float64"),
     ("pixel_spacing_col_mm", "float64"),
     ("canvas_spacing_mm", "float64"),
-    ("seconds", "float64"),
+    # This image's own read/preprocess/post-process/write time plus its share of the batched forward pass
+    # (the pass's time divided by the images in it, also given alone).
+    ("image_seconds", "float64"),
+    ("forward_share_seconds", "float64"),
+    # Why the row file (completion marker) could not be written; a re-run processes the image again.
+    ("completion_marker_error", "string"),
 )
 # The network's confidence in the row's masks (orthoseg.confidence); set by _record_confidence.
 _CONFIDENCE_COLUMNS: tuple[tuple[str, str], ...] = (
