@@ -288,12 +288,29 @@ def infer(
     source: Annotated[str, typer.Argument(help="Folder, store URI/prefix, or dataset:<version>.")],
     model: Annotated[str, typer.Option(help="Alias, version number or 'latest'.")] = "champion",
     run_id: Annotated[str | None, typer.Option(help="Output run id (default: derived from inputs).")] = None,
+    actors: Annotated[int | None, typer.Option(help="Ray actors, one model copy each.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Films per batch.")] = None,
+    cpus_per_actor: Annotated[float | None, typer.Option(help="CPUs per actor (torch threads).")] = None,
+    gpus_per_actor: Annotated[float | None, typer.Option(help="GPUs per actor (0: CPU).")] = None,
+    tta_passes: Annotated[int | None, typer.Option(help="Test-time passes per film (confidence).")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Batch inference with Ray Data: DICOM SEG, overlays, measurements and a report per image."""
+    """Batch inference with Ray Data: DICOM SEG, overlays, measurements and a report per image.
+
+    Options given here win over ORTHOSEG_INFERENCE__* and the defaults."""
     from orthoseg.inference import run_inference
+    from orthoseg.inference_config import with_overrides
 
     settings = Settings()
+    config = with_overrides(
+        settings.inference,
+        concurrency=actors,
+        batch_size=batch_size,
+        num_cpus_per_actor=cpus_per_actor,
+        num_gpus_per_actor=gpus_per_actor,
+        tta_passes=tta_passes,
+    )
+    settings = settings.model_copy(update={"inference": config})
     _run(
         as_json,
         "inference",

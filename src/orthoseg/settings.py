@@ -8,6 +8,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, mo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orthoseg.augment import AugmentConfig
+from orthoseg.inference_config import InferenceConfig
 from orthoseg.model import Architecture, NetworkConfig
 from orthoseg.profiles import PROFILES, profile_defaults
 from orthoseg.schedule import validate_cron
@@ -206,6 +207,8 @@ class Settings(BaseSettings):
         augment: on-the-fly training augmentation (``orthoseg.augment``).
         promotion: promotion policy file and the retraining threshold.
         schedule: the Kubeflow Pipelines recurring runs (``orthoseg schedule``).
+        inference: how batch inference runs (actors, batch size, CPUs and GPUs per actor, test-time
+            passes; ``orthoseg.inference_config``), e.g. ``ORTHOSEG_INFERENCE__NUM_GPUS_PER_ACTOR=1``.
     """
 
     model_config = SettingsConfigDict(env_prefix="ORTHOSEG_", env_nested_delimiter="__", extra="forbid")
@@ -230,6 +233,7 @@ class Settings(BaseSettings):
     augment: AugmentConfig = AugmentConfig()
     promotion: PromotionSettings = PromotionSettings()
     schedule: ScheduleSettings = ScheduleSettings()
+    inference: InferenceConfig = InferenceConfig()
 
     @model_validator(mode="before")
     @classmethod

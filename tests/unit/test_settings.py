@@ -40,3 +40,21 @@ def test_unknown_keys_and_bad_values_are_errors() -> None:
 def test_settings_round_trip_as_pipeline_parameter() -> None:
     settings = Settings(train={"epochs": 5})
     assert Settings(**settings.model_dump(mode="json")) == settings
+
+
+def test_inference_is_a_settings_section_the_cli_can_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Actors, GPUs per actor and passes come from ORTHOSEG_INFERENCE__*; CLI options win; bad values
+    are errors naming the field; the section survives the trip through the pipelines' parameters."""
+    from orthoseg.inference_config import with_overrides
+    from pipelines.runner import settings_payload
+
+    monkeypatch.setenv("ORTHOSEG_INFERENCE__CONCURRENCY", "4")
+    monkeypatch.setenv("ORTHOSEG_INFERENCE__NUM_GPUS_PER_ACTOR", "1")
+    settings = Settings()
+    assert (settings.inference.concurrency, settings.inference.num_gpus_per_actor) == (4, 1.0)
+    config = with_overrides(settings.inference, concurrency=2, tta_passes=1, batch_size=None)
+    assert (config.concurrency, config.tta_passes, config.num_gpus_per_actor) == (2, 1, 1.0)
+    assert config.batch_size == settings.inference.batch_size
+    with pytest.raises(ValidationError, match="tta_passes"):
+        with_overrides(settings.inference, tta_passes=99)
+    assert Settings(**settings_payload(settings)).inference == settings.inference
