@@ -111,3 +111,34 @@ def test_over_the_threshold_it_trains_and_judges_the_model_against_the_champion(
     assert decision["decided_via"].startswith("retrain")
     # The champion has the configured architecture: training started from its weights.
     assert outcome.warm_start_from == "models:/orthoseg-knee/1"
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_two_successive_retrains_judge_the_second_model_against_the_first(tmp_path: Path) -> None:
+    """The first retrain (no champion: every annotated image is new) trains and becomes champion; new
+    annotations arrive; the second retrain counts only them, trains from the first model's weights, and
+    is judged against the first model on the benchmark set, both scored on the same images."""
+    settings = _settings(tmp_path, threshold=6)
+    store = store_from_settings(settings)
+    write_dataset_version(store, BENCH, count=6, seed=11, test_fraction=0.34)
+    first = retrain(settings)
+    assert first.trained and first.champion_version is None and first.new_annotated_images == 6
+    assert first.registered_version == "1" and first.warm_start_from is None
+    assert first.promotion is not None and first.promotion["promoted"]
+
+    write_dataset_version(store, "v-batch2", count=ADDED, seed=23, test_fraction=0.25)
+    rows = pd.concat([read_manifest(store, BENCH), read_manifest(store, "v-batch2")], ignore_index=True)
+    buffer = io.BytesIO()
+    rows.to_parquet(buffer, index=False)
+    store.put_bytes(join_key("datasets", GROWN, "manifest.parquet"), buffer.getvalue())
+    store.put_bytes("datasets/LATEST", GROWN.encode())
+
+    second = retrain(settings)
+    assert second.trained and second.new_annotated_images == ADDED
+    assert (second.champion_version, second.champion_dataset_version) == ("1", BENCH)
+    assert second.registered_version == "2" and second.warm_start_from == "models:/orthoseg-knee/1"
+    decision = second.promotion
+    assert decision is not None and decision["version"] == "2"
+    assert decision["champion"]["version"] == "1"
+    assert decision["benchmark"]["dataset_version"] == BENCH
+    assert decision["candidate"]["images"] == decision["champion"]["images"] > 0
