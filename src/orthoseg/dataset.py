@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -105,6 +105,23 @@ def labelled_split_rows(manifest: pd.DataFrame, split: str, dataset_version: str
             "training and evaluation need a labelled (purpose=training) dataset"
         )
     return rows
+
+
+def rows_of_uids(rows: pd.DataFrame, sop_instance_uids: Iterable[str], where: str) -> pd.DataFrame:
+    """The ``rows`` whose SOPInstanceUID is listed (a frozen benchmark list), in their order.
+
+    Raises:
+        DatasetError: when a listed UID is not among ``rows``; ``where`` names them in the message.
+    """
+    wanted = {str(uid) for uid in sop_instance_uids}
+    present = rows["sop_instance_uid"].astype(str)
+    missing = wanted - set(present)
+    if missing:
+        raise DatasetError(
+            f"{len(missing)} of the {len(wanted)} listed images are not in {where} "
+            f"(first: {sorted(missing)[0]})"
+        )
+    return rows[present.isin(wanted)]
 
 
 def read_native_example(store: ObjectStore, image_key: str, label_key: str) -> tuple[Radiograph, np.ndarray]:

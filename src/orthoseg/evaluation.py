@@ -229,6 +229,7 @@ def _evaluate_split(
         read_manifest,
         read_native_example,
         resolve_dataset_version,
+        rows_of_uids,
     )
     from orthoseg.overlay import render_overlay
     from orthoseg.preprocessing import FALLBACK_SPACING_MM
@@ -241,14 +242,7 @@ def _evaluate_split(
     manifest = read_manifest(store, version)
     rows = manifest[manifest["split"] == split].sort_values("sop_instance_uid")
     if sop_instance_uids is not None:
-        wanted = {str(uid) for uid in sop_instance_uids}
-        missing = wanted - set(rows["sop_instance_uid"].astype(str))
-        if missing:
-            raise DatasetError(
-                f"{len(missing)} of the {len(wanted)} requested images are not in split {split!r} of "
-                f"dataset {version!r} (first: {sorted(missing)[0]})"
-            )
-        rows = rows[rows["sop_instance_uid"].astype(str).isin(wanted)]
+        rows = rows_of_uids(rows, sop_instance_uids, f"split {split!r} of dataset {version!r}")
     if len(rows) == 0:
         raise ValueError(f"dataset {version!r} has no {split} images; nothing can be measured")
     if rows["label_key"].isna().any():

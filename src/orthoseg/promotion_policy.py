@@ -194,7 +194,7 @@ def benchmark_rows(settings: Settings, benchmark: BenchmarkSet) -> pd.DataFrame:
         orthoseg.dataset.DatasetError: when the version, split or a listed image is missing, or a row
             has no labels.
     """
-    from orthoseg.dataset import DatasetError, labelled_split_rows, read_manifest
+    from orthoseg.dataset import DatasetError, labelled_split_rows, read_manifest, rows_of_uids
     from orthoseg.storage import store_from_settings
 
     version = str(benchmark.dataset_version)
@@ -202,14 +202,8 @@ def benchmark_rows(settings: Settings, benchmark: BenchmarkSet) -> pd.DataFrame:
         read_manifest(store_from_settings(settings), version), benchmark.split, version
     )
     if benchmark.sop_instance_uids is not None:
-        wanted = set(benchmark.sop_instance_uids)
-        missing = wanted - set(rows["sop_instance_uid"].astype(str))
-        if missing:
-            raise DatasetError(
-                f"benchmark {benchmark.name!r}: {len(missing)} listed images are not in split "
-                f"{benchmark.split!r} of dataset {version!r} (first: {sorted(missing)[0]})"
-            )
-        rows = rows[rows["sop_instance_uid"].astype(str).isin(wanted)]
+        where = f"split {benchmark.split!r} of dataset {version!r} (benchmark {benchmark.name!r})"
+        rows = rows_of_uids(rows, benchmark.sop_instance_uids, where)
     if len(rows) == 0:
         raise DatasetError(f"benchmark {benchmark.name!r}: split {benchmark.split!r} of {version!r} is empty")
     return rows
