@@ -40,6 +40,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "network_channels": (16, 32, 64, 128, 256),
             "num_res_units": 0,
             "window_context_rows": 160,
+            "structure_loss_weights": {"tibial_component": 1.5, "cement": 2.0},
             "num_workers": 2,
             "use_gpu": False,
         },

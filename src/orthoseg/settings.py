@@ -69,6 +69,9 @@ class TrainConfig(BaseModel):
         loss: ``dice_bce`` (soft Dice + binary cross-entropy) or ``dice_focal`` (soft Dice + focal loss).
         dice_over_batch: soft Dice over the whole batch per structure rather than per image, so a
             structure absent from one image (cement, components on a native knee) still has a gradient.
+        structure_loss_weights: weight of each named structure's Dice and pixel loss (others 1.0; the
+            weights are normalised to a mean of 1, so the loss keeps its scale). Thin structures that
+            cover few pixels (the cement mantle, the tibial tray) learn faster when weighted up.
         num_workers: Ray Train workers (data-parallel, one process each).
         cpus_per_worker: CPUs Ray reserves for each worker (also its torch thread count on CPU).
         use_gpu: one GPU per worker (NCCL); else CPU (gloo).
@@ -105,6 +108,7 @@ class TrainConfig(BaseModel):
     deep_supervision: bool = False
     loss: Literal["dice_bce", "dice_focal"] = "dice_bce"
     dice_over_batch: bool = True
+    structure_loss_weights: dict[str, float] = Field(default_factory=dict)
     num_workers: int = Field(default=2, ge=1)
     cpus_per_worker: float = Field(default=1.0, gt=0)
     use_gpu: bool = False
@@ -117,6 +121,27 @@ class TrainConfig(BaseModel):
     seed: int = 0
     checkpoint_every_epochs: int = Field(default=1, ge=1)
     init_weights_uri: str | None = None
+
+    @model_validator(mode="after")
+    def _check_structure_loss_weights(self) -> TrainConfig:
+        from orthoseg.labels import STRUCTURE_NAMES
+
+        unknown = sorted(set(self.structure_loss_weights) - set(STRUCTURE_NAMES))
+        if unknown:
+            raise ValueError(
+                f"structure_loss_weights names unknown structures {unknown}; known: {STRUCTURE_NAMES}"
+            )
+        if any(weight <= 0 for weight in self.structure_loss_weights.values()):
+            raise ValueError("structure_loss_weights must be positive")
+        return self
+
+    def structure_weights(self) -> tuple[float, ...]:
+        """One loss weight per label channel, normalised to a mean of 1."""
+        from orthoseg.labels import STRUCTURE_NAMES
+
+        raw = [self.structure_loss_weights.get(name, 1.0) for name in STRUCTURE_NAMES]
+        mean = sum(raw) / len(raw)
+        return tuple(weight / mean for weight in raw)
 
     def network_config(self) -> NetworkConfig:
         """The architecture part, as saved with the model."""

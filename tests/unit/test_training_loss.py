@@ -93,6 +93,31 @@ def test_gradients_reach_every_logit(deep: bool) -> None:
         assert logits.grad.abs().sum() > 0
 
 
+def test_structure_weights_scale_each_structures_share_of_the_loss() -> None:
+    targets = _targets()
+    logits = _logits_for(targets)
+    cement = STRUCTURE_NAMES.index("cement")
+    logits[:, cement] = -logits[:, cement]  # only the cement channel is wrong
+    plain = float(SegmentationLoss(TrainConfig())(logits, targets))
+    weighted_config = TrainConfig(structure_loss_weights={"cement": 3.0})
+    weights = weighted_config.structure_weights()
+    assert sum(weights) / len(weights) == pytest.approx(1.0)
+    assert weights[cement] == pytest.approx(3.0 * weights[0])
+    weighted = float(SegmentationLoss(weighted_config)(logits, targets))
+    # Nearly all of the loss is the cement channel's, so the loss grows by about the cement weight.
+    assert weighted == pytest.approx(plain * weights[cement], rel=0.05)
+    unweighted_elsewhere = float(
+        SegmentationLoss(TrainConfig(structure_loss_weights={"femur": 3.0}))(logits, targets)
+    )
+    assert unweighted_elsewhere < plain
+
+
+@pytest.mark.parametrize("weights", [{"menisci": 2.0}, {"cement": 0.0}, {"cement": -1.0}])
+def test_bad_structure_weights_are_refused(weights: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="structure_loss_weights"):
+        TrainConfig(structure_loss_weights=weights)
+
+
 # --- loop bookkeeping -------------------------------------------------------------------------------------
 
 
