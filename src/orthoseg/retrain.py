@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
     from orthoseg.settings import Settings
+    from orthoseg.training.warm_start import WarmStart
 
 logger = logging.getLogger(__name__)
 
@@ -130,10 +131,11 @@ def retrain(
         validated=validated,
     )
     counted = f"{new_images} new annotated images in {dataset_version} {since}"
+    warm_start = None
     if enough or force:
-        outcome.warm_start_from, outcome.warm_start_reason = choose_warm_start(
-            settings, champion, from_scratch
-        )
+        warm_start = choose_warm_start(settings, champion, from_scratch)
+        outcome.warm_start_from = warm_start.uri
+        outcome.warm_start_reason = warm_start.reason
     if dry_run or not (enough or force):
         verdict = "reach" if enough else "are below"
         action = (
@@ -142,13 +144,14 @@ def retrain(
         outcome.reason = f"{counted} {verdict} the threshold {threshold}: {action}"
         logger.info(outcome.reason)
         return outcome
-    return _train_and_promote(settings, outcome, f"{counted} (threshold {threshold}{', forced' * force})")
+    return _train_and_promote(
+        settings, outcome, f"{counted} (threshold {threshold}{', forced' * force})", warm_start
+    )
 
 
-def choose_warm_start(
-    settings: Settings, champion: ModelVersion | None, from_scratch: bool
-) -> tuple[str | None, str]:
-    """Where retraining starts: the model URI whose weights start it (None: from scratch), and why.
+def choose_warm_start(settings: Settings, champion: ModelVersion | None, from_scratch: bool) -> WarmStart:
+    """Where retraining starts: the model URI whose weights start it (``uri`` None: from scratch), why
+    (``reason``), and those weights, loaded once here and handed to training.
 
     Args:
         settings: the configured network, the model name, and ``train.init_weights_uri`` (which, when
@@ -156,23 +159,26 @@ def choose_warm_start(
         champion: the @champion ``ModelVersion``, or None.
         from_scratch: asked to start from scratch.
     """
-    from orthoseg.training.warm_start import network_mismatch
+    from orthoseg.training.warm_start import WarmStart, network_mismatch, warm_start_from_model
 
     if from_scratch:
-        return None, "from scratch, as asked"
+        return WarmStart(reason="from scratch, as asked")
     if settings.train.init_weights_uri:
         uri, source = settings.train.init_weights_uri, "train.init_weights_uri"
     elif champion is None:
-        return None, "from scratch: there is no champion"
+        return WarmStart(reason="from scratch: there is no champion")
     else:
         uri, source = f"models:/{settings.model_name}/{champion.version}", f"champion v{champion.version}"
     model, why_not = network_mismatch(settings, uri)
     if model is None:
-        return None, f"from scratch: {source}'s {why_not}"
-    return uri, f"from {source}'s weights ({uri}, same architecture)"
+        return WarmStart(reason=f"from scratch: {source}'s {why_not}")
+    loaded = warm_start_from_model(model, uri)
+    return loaded.model_copy(update={"reason": f"from {source}'s weights ({uri}, same architecture)"})
 
 
-def _train_and_promote(settings: Settings, outcome: RetrainOutcome, why: str) -> RetrainOutcome:
+def _train_and_promote(
+    settings: Settings, outcome: RetrainOutcome, why: str, warm_start: WarmStart | None
+) -> RetrainOutcome:
     """Train on the newest dataset version, evaluate, register and put it through the benchmark gate."""
     from orthoseg.evaluation import evaluate_run
     from orthoseg.registry import promote_model, register_model
@@ -180,7 +186,9 @@ def _train_and_promote(settings: Settings, outcome: RetrainOutcome, why: str) ->
 
     logger.info("Retraining: %s; %s", why, outcome.warm_start_reason)
     train = settings.train.model_copy(update={"init_weights_uri": outcome.warm_start_from})
-    training = run_training(settings.model_copy(update={"train": train}), outcome.dataset_version)
+    training = run_training(
+        settings.model_copy(update={"train": train}), outcome.dataset_version, warm_start=warm_start
+    )
     evaluate_run(settings, training.run_id, training.dataset_version)
     registered = register_model(settings, training.run_id, training.dataset_version)
     decision = promote_model(settings, registered.version, via="retrain")

@@ -68,7 +68,9 @@ def champion(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return settings
 
 
-def test_retraining_starts_from_the_champions_weights(champion: Settings, tmp_path: Path) -> None:
+def test_retraining_starts_from_the_champions_weights(
+    champion: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     champion_weights = _champion_weights(champion, tmp_path / "champion")
     warm = _with_train(champion, init_weights_uri=CHAMPION_URI)
     initial = initial_state_dict(warm)
@@ -79,7 +81,10 @@ def test_retraining_starts_from_the_champions_weights(champion: Settings, tmp_pa
     assert any(not torch.equal(scratch[k], v) for k, v in champion_weights.items())
 
     # A learning rate of ~0 keeps the weights where they start: the trained model is the champion's.
-    outcome = retrain(_with_train(champion, learning_rate=1e-9))
+    with caplog.at_level(logging.INFO, logger="orthoseg.training.warm_start"):
+        outcome = retrain(_with_train(champion, learning_rate=1e-9))
+    downloads = [r for r in caplog.records if r.getMessage().startswith("Downloading the initial weights")]
+    assert len(downloads) == 1, "the champion is downloaded once: to decide, and its weights reused"
     assert outcome.trained and outcome.warm_start_from == CHAMPION_URI
     assert outcome.warm_start_reason is not None and "champion v1's weights" in outcome.warm_start_reason
     assert "trained from champion v1's weights" in outcome.reason

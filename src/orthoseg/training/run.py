@@ -263,7 +263,10 @@ def _result_from_run(run: Run, seconds: float, resumed_from_epoch: int) -> Train
 
 
 def run_training(
-    settings: Settings, dataset_version: str | None = None, progress: ProgressCallback | None = None
+    settings: Settings,
+    dataset_version: str | None = None,
+    progress: ProgressCallback | None = None,
+    warm_start: WarmStart | None = None,
 ) -> TrainingResult:
     """Train (or resume, or return) the model for a dataset version with the configured settings.
 
@@ -278,6 +281,8 @@ def run_training(
         settings: store, MLflow, Ray, preprocessing, training and augmentation settings.
         dataset_version: version written by validation; None means the newest.
         progress: called as ``(epochs done, epochs)`` after each epoch.
+        warm_start: the initial weights already resolved from ``train.init_weights_uri`` (retraining
+            loads the champion to decide; this spares a second download). None: resolved here.
 
     Raises:
         orthoseg.dataset.DatasetError: when the dataset version is missing or has no training images.
@@ -325,7 +330,7 @@ def run_training(
     if len(val) == 0:
         logger.warning("Dataset %s has no validation images: the last epoch's weights are kept", version)
     images = {"train": len(train), "val": len(val)}
-    warm_start = resolve_warm_start(settings)
+    warm_start = warm_start if warm_start is not None else resolve_warm_start(settings)
     connect_ray(settings)
 
     run_id = existing.info.run_id if existing is not None else None

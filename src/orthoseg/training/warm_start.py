@@ -81,6 +81,7 @@ def load_init_model(settings: Settings, uri: str) -> SegmentationModel:
     if local.is_dir():
         return SegmentationModel.from_directory(local, device="cpu")
     connect_tracking(settings)
+    logger.info("Downloading the initial weights' model %s", uri)
     work = Path(settings.work_dir).expanduser()
     work.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="init-weights-", dir=work) as tmp:
@@ -106,8 +107,6 @@ def network_mismatch(settings: Settings, uri: str) -> tuple[SegmentationModel | 
 def resolve_warm_start(settings: Settings) -> WarmStart:
     """Decide how the configured run is initialised (``settings.train.init_weights_uri``), with the
     weights to start from when it is a warm start. Logs a warning when the model cannot be used."""
-    from safetensors.torch import save
-
     uri = settings.train.init_weights_uri
     if not uri:
         return WarmStart()
@@ -115,6 +114,14 @@ def resolve_warm_start(settings: Settings) -> WarmStart:
     if model is None:
         logger.warning("Not warm-starting from %s (%s): training from scratch", uri, why_not)
         return WarmStart(reason=str(why_not))
+    return warm_start_from_model(model, uri)
+
+
+def warm_start_from_model(model: SegmentationModel, uri: str) -> WarmStart:
+    """A warm start from an already loaded (and architecture-checked) ``model`` that ``uri`` names, so a
+    caller that loaded it to decide need not download it again."""
+    from safetensors.torch import save
+
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.network.state_dict().items()}
     logger.info("Warm start: the network starts from the weights of %s", uri)
     return WarmStart(uri=uri, reason=f"warm start from {uri}", weights=save(state))
