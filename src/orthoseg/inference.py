@@ -11,49 +11,74 @@ Layout of a run (docs/contracts.md), under ``predictions/<model-version>/<run-id
 
 The run id defaults to a digest of (source, model version), so running ``infer`` again on the same source
 resumes: files whose row says ``ok`` and whose SEG and overlay exist are skipped, the rest (new files,
-earlier failures, a crash's remainder) are processed. A broken file never stops the run: it gets a row
-with ``status='failed'`` and a reason a person can act on.
+earlier failures, a crash's remainder) are processed, after the temporary files a killed run left are
+removed. A broken file never stops the run: it gets a row with ``status='failed'`` and a reason a person
+can act on.
+
+This module is the driver. One job per module around it: ``inference_source`` (sources, model, run id),
+``inference_analysis`` (film -> masks, confidence, measurements; no store, no Ray), ``inference_writer``
+(SEG, overlay, completion marker), ``inference_row`` (the typed result row and its Parquet schema),
+``inference_worker`` (the Ray Data actor calling analysis and writer), ``inference_outputs`` (the run's
+table and report).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 import os
-import posixpath
-import tempfile
 import time
-import uuid
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from pydantic import BaseModel, Field
 
 from orthoseg.compute import connect_ray, quiet_ray_data
-from orthoseg.confidence import (
-    ModelConfidence,
-    predict_canvas_with_confidence,
-    rank_annotate_next,
-)
+from orthoseg.confidence import rank_annotate_next
+from orthoseg.inference_analysis import columns_toward_patient_left as _columns_toward_patient_left
 from orthoseg.inference_config import InferenceConfig
 from orthoseg.inference_outputs import write_run_outputs
-from orthoseg.labels import STRUCTURE_NAMES
+from orthoseg.inference_row import record_confidence as _record_confidence
+from orthoseg.inference_source import (
+    InferenceError,
+    InferenceSource,
+    default_run_id,
+    key_digest,
+    load_model,
+    model_files,
+    resolve_source,
+    select_image_keys,
+    validated_batch_source,
+)
+from orthoseg.inference_worker import InferenceWorker
+from orthoseg.inference_writer import remove_stale_temp_files, row_key
 from orthoseg.progress import ProgressCallback
-from orthoseg.storage import LocalStore, ObjectStore, join_key, open_store, store_from_settings
+from orthoseg.storage import ObjectStore, join_key, store_from_settings
 
 if TYPE_CHECKING:
-    from orthoseg.model_package import SegmentationModel
     from orthoseg.settings import Settings
+
+# Kept importable from here for callers of the single module this was (benchmarks, tests, components).
+__all__ = [
+    "InferenceConfig",
+    "InferenceError",
+    "InferenceSource",
+    "InferenceSummary",
+    "InferenceWorker",
+    "_columns_toward_patient_left",
+    "_record_confidence",
+    "default_run_id",
+    "load_model",
+    "model_files",
+    "resolve_source",
+    "row_key",
+    "run_inference",
+    "select_image_keys",
+    "validated_batch_source",
+]
 
 logger = logging.getLogger(__name__)
 
-
-# File names that are never radiographs (reports, ground truth, masks exported as images, sidecars).
-_NOT_IMAGE_SUFFIXES = (".json", ".png", ".jpg", ".jpeg", ".parquet", ".html", ".txt", ".md", ".csv", ".npz")
 # Credentials the driver forwards to Ray workers so they open the same S3 store (see InferenceConfig).
 _STORE_ENV = (
     "AWS_ACCESS_KEY_ID",
@@ -64,10 +89,6 @@ _STORE_ENV = (
     "AWS_ENDPOINT_URL",
     "AWS_CA_BUNDLE",
 )
-
-
-class InferenceError(ValueError):
-    """An inference run that cannot start (unknown source, no model); the message says what to fix."""
 
 
 class InferenceSummary(BaseModel):
@@ -111,446 +132,6 @@ class InferenceSummary(BaseModel):
     report_key: str
     seconds: float
     annotate_next: list[str] = Field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class InferenceSource:
-    """Where the radiographs are: a store (opened by each worker) and the keys inside it.
-
-    Attributes:
-        store_uri: store root the keys are relative to (local folder or ``s3://``).
-        endpoint_url: S3 endpoint for ``store_uri``.
-        keys: radiograph keys, sorted.
-        canonical: stable description of the source (input of the default run id).
-        sizes_bytes: size of each key where the listing gave it (a dataset manifest does not).
-    """
-
-    store_uri: str
-    endpoint_url: str | None
-    keys: tuple[str, ...]
-    canonical: str
-    sizes_bytes: dict[str, int] = field(default_factory=dict, compare=False)
-
-
-# ----------------------------------------------------------------------------- source and model
-
-
-def select_image_keys(keys: list[str], prefix: str = "") -> list[str]:
-    """The keys that may be radiographs: a batch folder's ``images/`` when it has one, never sidecars.
-
-    Hidden files and known non-image suffixes (JSON, PNG, reports) are left out; anything else is tried
-    and, if it is not a usable radiograph, reported as failed with the reason.
-    """
-    base = prefix.strip("/")
-
-    def relative(key: str) -> str:
-        return key[len(base) + 1 :] if base and key.startswith(base + "/") else key
-
-    candidates = [
-        k
-        for k in keys
-        if not posixpath.basename(k).startswith(".") and not k.lower().endswith(_NOT_IMAGE_SUFFIXES)
-    ]
-    in_images = [k for k in candidates if relative(k).startswith("images/")]
-    return sorted(in_images or candidates)
-
-
-def resolve_source(settings: Settings, source: str) -> InferenceSource:
-    """Turn ``source`` into a store and the radiograph keys in it.
-
-    Args:
-        settings: project settings (the store, its endpoint).
-        source: ``dataset:<version>`` (or ``dataset:latest``): the manifest's ``image_key`` column;
-            ``dataset:<version>@<batch>``: only the rows that batch brought in;
-            ``s3://bucket/prefix`` or ``file://`` / an existing local folder: every radiograph below it;
-            anything else: a key prefix inside the project store (e.g. ``incoming/<batch>``).
-
-    Raises:
-        InferenceError: when the source does not exist or holds no file.
-    """
-    if source.startswith("dataset:"):
-        from orthoseg.dataset import read_manifest, resolve_dataset_version
-
-        requested, _, batch = source[len("dataset:") :].strip().partition("@")
-        version = resolve_dataset_version(settings, None if requested in {"", "latest"} else requested)
-        manifest = read_manifest(store_from_settings(settings), version)
-        if batch:
-            manifest = manifest[manifest["batch"] == batch]
-        keys = tuple(sorted(str(k) for k in manifest["image_key"].dropna()))
-        if not keys:
-            origin = f" from batch {batch!r}" if batch else ""
-            raise InferenceError(f"dataset {version} has no image{origin}")
-        canonical = f"dataset:{version}" + (f"@{batch}" if batch else "")
-        return InferenceSource(settings.store, settings.s3_endpoint_url, keys, canonical)
-    if source.startswith("s3://"):
-        store = open_store(source, endpoint_url=settings.s3_endpoint_url)
-        keys, sizes = _listed(store)
-        if not keys:
-            raise InferenceError(f"no file under {source}")
-        return InferenceSource(store.uri, settings.s3_endpoint_url, keys, store.uri, sizes)
-    local = Path(source[len("file://") :] if source.startswith("file://") else source).expanduser()
-    if local.is_dir():
-        store = LocalStore(local)
-        keys, sizes = _listed(store)
-        return InferenceSource(store.uri, None, keys, store.uri, sizes)
-    store = store_from_settings(settings)
-    prefix = source.strip("/")
-    keys, sizes = _listed(store, prefix) if prefix else ((), {})
-    if not keys:
-        raise InferenceError(
-            f"source {source!r} is not dataset:<version>, an s3:// URI, a local folder, "
-            f"or a prefix with files in the store {store.uri}"
-        )
-    return InferenceSource(store.uri, settings.s3_endpoint_url, keys, f"{store.uri}/{prefix}", sizes)
-
-
-def validated_batch_source(validation: dict[str, Any]) -> str:
-    """The inference source for the files a validation run accepted (its ``ValidationSummary`` as JSON).
-
-    Raises:
-        InferenceError: when validation accepted nothing, with the quarantine counts to look at.
-    """
-    version = validation.get("dataset_version")
-    if not version:
-        raise InferenceError(
-            f"batch {validation.get('batch')!r}: no file was accepted by validation "
-            f"({validation.get('quarantined', 0)} quarantined, see {validation.get('report_key')})"
-        )
-    return f"dataset:{version}@{validation['batch']}"
-
-
-def _listed(store: ObjectStore, prefix: str = "") -> tuple[tuple[str, ...], dict[str, int]]:
-    """Radiograph keys under ``prefix`` and their sizes (links report size 0 and fail when read)."""
-    # ObjectStore's method named ``list`` shadows the builtin in its own annotations; mypy misreads them.
-    infos = {info.key: info for info in store.list_info(prefix)}  # type: ignore[attr-defined]
-    keys = tuple(select_image_keys(list(infos), prefix))
-    return keys, {k: infos[k].size_bytes for k in keys if not infos[k].is_link}
-
-
-def load_model(settings: Settings, model_ref: str) -> tuple[SegmentationModel, str, str]:
-    """Load the model to run: a local model folder (``model.json`` + weights), else from the registry.
-
-    Returns:
-        (model, model name, model version); a folder's version is ``dir-<digest of model.json>``.
-
-    Raises:
-        InferenceError: when the registry is not available and ``model_ref`` is not a model folder.
-    """
-    from orthoseg.model_package import CONFIG_FILE, SegmentationModel, config_hash
-
-    folder = Path(model_ref[len("file://") :] if model_ref.startswith("file://") else model_ref).expanduser()
-    if folder.is_dir() and any(folder.rglob(CONFIG_FILE)):
-        model = SegmentationModel.from_directory(folder, device="cpu")
-        return model, settings.model_name, f"dir-{config_hash(model.config)}"
-    try:
-        from orthoseg.registry import load_registered_model
-    except ImportError as error:
-        raise InferenceError(
-            f"model {model_ref!r} is not a model folder and the registry is not available ({error})"
-        ) from None
-    model, version = load_registered_model(settings, ref=model_ref)
-    return model, settings.model_name, str(version)
-
-
-def model_files(model: SegmentationModel) -> dict[str, bytes]:
-    """The model's two files as bytes, so every Ray worker (on any node) can rebuild it without MLflow."""
-    from orthoseg.model_package import CONFIG_FILE, WEIGHTS_FILE, save_model_artifacts
-
-    with tempfile.TemporaryDirectory(prefix="orthoseg-infer-model-") as tmp:
-        save_model_artifacts(tmp, model.network, model.config.network, model.preprocess, model.threshold)
-        return {name: (Path(tmp) / name).read_bytes() for name in (WEIGHTS_FILE, CONFIG_FILE)}
-
-
-def default_run_id(source: InferenceSource, model_version: str) -> str:
-    """Deterministic short id of (source, model version): the same inputs resume the same run."""
-    return hashlib.sha256(f"{source.canonical}\n{model_version}".encode()).hexdigest()[:12]
-
-
-def row_key(output_prefix: str, image_key: str) -> str:
-    """Key of the row file of one input (a digest of its key: file names may carry anything)."""
-    return join_key(output_prefix, "rows", hashlib.sha256(image_key.encode()).hexdigest()[:24] + ".json")
-
-
-def _deterministic_uid(*parts: str) -> str:
-    """A DICOM UID (2.25 form) derived from ``parts``: a re-run writes the same SEG UIDs."""
-    return f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, '|'.join(parts)).int}"
-
-
-def _key_digest(key: str) -> str:
-    """What logs show of an input key (file names can carry patient names)."""
-    return hashlib.sha256(key.encode()).hexdigest()[:10]
-
-
-# ----------------------------------------------------------------------------- the Ray worker
-
-
-def _columns_toward_patient_left(header: Any) -> bool:
-    """From PatientOrientation's row direction ('L' or 'R'); the radiological AP convention otherwise."""
-    orientation = getattr(header, "PatientOrientation", None)
-    try:
-        first = str(orientation[0]).upper() if orientation else ""
-    except (TypeError, IndexError):
-        first = ""
-    return not first.startswith("R")
-
-
-def _clean(value: Any) -> Any:
-    """JSON-safe scalars (no NaN, no numpy types)."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-class InferenceWorker:
-    """One Ray actor: loads the model once, then turns batches of image keys into written results.
-
-    ``__call__`` is what Ray Data calls per batch; it returns one JSON row per input key and writes the
-    SEG, overlay and row of every image itself (the driver only counts and collects the rows).
-    """
-
-    def __init__(
-        self,
-        settings: Settings,
-        source_uri: str,
-        source_endpoint_url: str | None,
-        files: dict[str, bytes],
-        model_name: str,
-        model_version: str,
-        run_id: str,
-        output_prefix: str,
-        config: InferenceConfig,
-    ) -> None:
-        import torch
-
-        from orthoseg.model_package import SegmentationModel
-
-        # Ray: this runs once per actor; the model stays in memory for every batch the actor receives.
-        torch.set_num_threads(max(1, int(config.num_cpus_per_actor)))
-        with tempfile.TemporaryDirectory(prefix="orthoseg-model-") as tmp:
-            for name, data in files.items():
-                (Path(tmp) / name).write_bytes(data)
-            self.model = SegmentationModel.from_directory(tmp)
-        self.source = open_store(source_uri, endpoint_url=source_endpoint_url)
-        self.output = store_from_settings(settings)
-        self.model_name = model_name
-        self.model_version = model_version
-        self.run_id = run_id
-        self.output_prefix = output_prefix
-        self.config = config
-
-    def _base_row(self, image_key: str) -> dict[str, Any]:
-        return {
-            "image_key": image_key,
-            "model_name": self.model_name,
-            "model_version": self.model_version,
-            "run_id": self.run_id,
-            "from_earlier_run": False,
-        }
-
-    def _prepare(self, row: dict[str, Any]) -> tuple[Any, Any, np.ndarray, Any]:
-        from orthoseg.preprocessing import preprocess_radiograph
-        from orthoseg.radiograph import read_header, read_radiograph
-
-        data = self.source.get_bytes(row["image_key"])
-        row["input_size_bytes"] = len(data)
-        radiograph = read_radiograph(data)
-        header = read_header(data)
-        # The model's own preprocessing (saved with it), never the current settings'.
-        canvas, transform = preprocess_radiograph(
-            radiograph.pixels, radiograph.pixel_spacing_mm, self.model.preprocess
-        )
-        return radiograph, header, canvas, transform
-
-    def _finish(
-        self, row: dict[str, Any], radiograph: Any, header: Any, probabilities: np.ndarray, transform: Any
-    ) -> None:
-        from orthoseg.measure.drawing import MeasurementDrawing
-        from orthoseg.measure.knees import measure_knees
-        from orthoseg.overlay import overlay_png_bytes, thumbnail_jpeg
-        from orthoseg.seg_io import build_seg, seg_to_bytes
-
-        uid = radiograph.sop_instance_uid
-        masks = self.model.native_masks(probabilities, transform, radiograph.pixels)
-        drawing = MeasurementDrawing()
-        knees = measure_knees(
-            masks,
-            radiograph.pixel_spacing_mm,
-            laterality=radiograph.laterality,
-            view_position=radiograph.view_position,
-            columns_toward_patient_left=_columns_toward_patient_left(header),
-            config=self.config.measurement,
-            pixels=radiograph.pixels,
-            drawing=drawing,
-        )
-        seg = build_seg(
-            header,
-            masks,
-            automatic=True,
-            algorithm=f"{self.model_name} v{self.model_version}",
-            series_instance_uid=_deterministic_uid(uid, self.model_version, self.run_id, "series"),
-            sop_instance_uid=_deterministic_uid(uid, self.model_version, self.run_id, "seg"),
-        )
-        seg_key = join_key(self.output_prefix, "seg", f"{uid}.dcm")
-        overlay_key = join_key(self.output_prefix, "overlays", f"{uid}.png")
-        thumbnail_key = join_key(self.output_prefix, "thumbnails", f"{uid}.jpg")
-        self.output.put_bytes(seg_key, seg_to_bytes(seg))
-        overlay = overlay_png_bytes(
-            radiograph.pixels, masks, self.config.overlay_max_side_px, drawing=drawing
-        )
-        self.output.put_bytes(overlay_key, overlay)
-        self.output.put_bytes(thumbnail_key, thumbnail_jpeg(overlay))
-        spacing = radiograph.pixel_spacing_mm
-        row.update(
-            {
-                "status": "ok",
-                "reason": None,
-                "seg_key": seg_key,
-                "overlay_key": overlay_key,
-                "thumbnail_key": thumbnail_key,
-                "canvas_spacing_mm": transform.canvas_spacing_mm,
-                "pixel_spacing_row_mm": spacing[0] if spacing else None,
-                "pixel_spacing_col_mm": spacing[1] if spacing else None,
-            }
-        )
-        side, measured = knees[0]
-        row.update(measured.model_dump())
-        row["knee"] = side
-        if len(knees) > 1:  # a bilateral film: one parquet row per knee (inference_outputs.knee_rows)
-            row["other_knees"] = [{"knee": k, **m.model_dump()} for k, m in knees[1:]]
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        keys = [str(k) for k in batch["image_key"]]
-        rows: dict[str, dict[str, Any]] = {k: self._base_row(k) for k in keys}
-        # Per image: its own read/preprocess/post-process/write time, plus an equal share of the batched
-        # forward pass it was part of (that pass cannot be timed per image).
-        own = dict.fromkeys(keys, 0.0)
-        forward_share = dict.fromkeys(keys, 0.0)
-        prepared: list[tuple[str, Any, Any, np.ndarray, Any]] = []
-        for key in keys:
-            tick = time.perf_counter()
-            try:
-                radiograph, header, canvas, transform = self._prepare(rows[key])
-            except Exception as error:  # a broken file must never stop the run
-                self._fail(rows[key], error)
-                own[key] += time.perf_counter() - tick
-                continue
-            own[key] += time.perf_counter() - tick
-            rows[key].update(
-                {
-                    "sop_instance_uid": radiograph.sop_instance_uid,
-                    "modality": radiograph.attributes.get("Modality", ""),
-                    "view_position": radiograph.view_position,
-                    "laterality": radiograph.laterality,
-                    "study_instance_uid": radiograph.attributes.get("StudyInstanceUID", ""),
-                    "photometric_interpretation": radiograph.photometric_interpretation,
-                    "rows": int(radiograph.pixels.shape[0]),
-                    "columns": int(radiograph.pixels.shape[1]),
-                }
-            )
-            prepared.append((key, radiograph, header, canvas, transform))
-        # Films larger than the training canvas get larger canvases: one forward pass per canvas shape.
-        by_shape: dict[tuple[int, ...], list[tuple[str, Any, Any, np.ndarray, Any]]] = {}
-        for item in prepared:
-            by_shape.setdefault(item[3].shape, []).append(item)
-        for group in by_shape.values():
-            canvases = np.stack([p[3] for p in group])[:, None]
-            tick = time.perf_counter()
-            try:
-                # Mean probabilities over the test-time augmented passes (one pass: predict_canvas's).
-                probabilities, confidences = predict_canvas_with_confidence(
-                    self.model,
-                    canvases,
-                    [p[4].canvas_spacing_mm for p in group],
-                    self.config.tta_passes,
-                    self.config.confidence,
-                    batch_size=len(group),
-                )
-            except Exception as error:
-                for key, *_ in group:
-                    self._fail(rows[key], error)
-                continue
-            finally:
-                share = (time.perf_counter() - tick) / len(group)
-                for key, *_ in group:
-                    forward_share[key] = share
-            for index, (key, radiograph, header, _, transform) in enumerate(group):
-                tick = time.perf_counter()
-                try:
-                    self._finish(rows[key], radiograph, header, probabilities[index], transform)
-                    _record_confidence(
-                        rows[key], None if confidences is None else confidences[index], self.config
-                    )
-                except Exception as error:
-                    self._fail(rows[key], error)
-                own[key] += time.perf_counter() - tick
-        return self._mark_done(keys, rows, own, forward_share)
-
-    def _mark_done(
-        self,
-        keys: list[str],
-        rows: dict[str, dict[str, Any]],
-        own: dict[str, float],
-        forward_share: dict[str, float],
-    ) -> dict[str, np.ndarray]:
-        """Write each image's row (its completion marker, written last); a row that cannot be written is
-        logged and returned with ``completion_marker_error`` (the driver counts it; a re-run redoes it)."""
-        out = []
-        for key in keys:
-            row = rows[key]
-            row["forward_share_seconds"] = forward_share[key]
-            row["image_seconds"] = own[key] + forward_share[key]
-            text = json.dumps({k: _clean(v) for k, v in row.items()}, sort_keys=True)
-            try:
-                self.output.put_bytes(row_key(self.output_prefix, key), text.encode())
-            except Exception as error:
-                reason = f"{type(error).__name__}: {error}"
-                logger.error("completion marker of image %s not written: %s", _key_digest(key), reason)
-                row["completion_marker_error"] = reason
-                text = json.dumps({k: _clean(v) for k, v in row.items()}, sort_keys=True)
-            out.append(text)
-        return {"image_key": np.asarray(keys, dtype=object), "row_json": np.asarray(out, dtype=object)}
-
-    @staticmethod
-    def _fail(row: dict[str, Any], error: Exception) -> None:
-        from orthoseg.radiograph import RadiographError
-        from orthoseg.storage import StoreError
-
-        known = isinstance(error, RadiographError | StoreError | ValueError)
-        reason = str(error) if known else f"{type(error).__name__}: {error}"
-        # A file that is not a usable radiograph fails the same way every time; anything else may not.
-        retryable = not isinstance(error, RadiographError)
-        row.update({"status": "failed", "reason": reason or type(error).__name__, "retryable": retryable})
-        logger.warning("inference failed for image %s: %s", _key_digest(row["image_key"]), reason)
-
-
-def _record_confidence(
-    row: dict[str, Any], confidence: ModelConfidence | None, config: InferenceConfig
-) -> None:
-    """Write the network's confidence into a measured row and flag the row when it is low.
-
-    ``model_confidence`` is the image's confidence, ``confidence_<structure>`` each structure's (None where
-    the structure was not found, and everywhere for one pass). Below ``config.min_model_confidence`` the
-    measurements are doubtful as a whole: ``measurement_flags`` gets ``model_confidence:low (<value>)``
-    and an ``ok`` image becomes ``partial`` (a worse image flag stays).
-    """
-    structures = confidence.structures if confidence is not None else {}
-    image = confidence.image if confidence is not None else None
-    row["tta_passes"] = config.tta_passes
-    row["model_confidence"] = image
-    row.update({f"confidence_{name}": structures.get(name) for name in STRUCTURE_NAMES})
-    if image is None or image >= config.min_model_confidence:
-        return
-    flag = f"model_confidence:low ({image:.2f})"
-    row["measurement_flags"] = "; ".join(f for f in (row.get("measurement_flags") or "", flag) if f)
-    note = (
-        f"test-time augmentations agree only to {image:.2f} "
-        f"(below {config.min_model_confidence:.2f}): the measurements are doubtful"
-    )
-    row["quality_notes"] = "; ".join(n for n in (row.get("quality_notes") or "", note) if n)
-    if row.get("quality_flag", "ok") == "ok":
-        row["quality_flag"] = "partial"
 
 
 # ----------------------------------------------------------------------------- the driver
@@ -651,6 +232,8 @@ def run_inference(
         "Inference of %d file(s) with %s v%s into %s", total, model_name, model_version, output_prefix
     )
 
+    # A run killed mid-write (SIGKILL, lost node) leaves temporary files beside its outputs.
+    remove_stale_temp_files(store, output_prefix)
     earlier = _completed_rows(store, output_prefix, resolved)
     for row in earlier.values():
         row["from_earlier_run"] = True
@@ -702,7 +285,7 @@ def run_inference(
         k: str(r["completion_marker_error"]) for k, r in new_rows.items() if r.get("completion_marker_error")
     }
     for key, reason in unmarked.items():
-        logger.error("image %s: results written but not marked done (%s)", _key_digest(key), reason)
+        logger.error("image %s: results written but not marked done (%s)", key_digest(key), reason)
     summary = InferenceSummary(
         model_name=model_name,
         model_version=model_version,

@@ -1,5 +1,6 @@
-"""What an inference run leaves behind: the result table's schema, one row per knee, and the files the
-driver writes at the end (``measurements.parquet``, ``summary.json``, ``report.html``)."""
+"""What an inference run leaves behind: one row per knee, and the files the driver writes at the end
+(``measurements.parquet``, ``summary.json``, ``report.html``); the table's schema is
+``orthoseg.inference_row.measurements_schema``."""
 
 from __future__ import annotations
 
@@ -7,70 +8,14 @@ import json
 import posixpath
 from typing import TYPE_CHECKING, Any
 
-from orthoseg.labels import STRUCTURE_NAMES
+from orthoseg.inference_row import measurements_schema
 from orthoseg.measure.study import reconcile_study_rows
-from orthoseg.measurements import ImageMeasurements
 from orthoseg.storage import ObjectStore, join_key
 
 if TYPE_CHECKING:
-    import pyarrow as pa
     from pydantic import BaseModel
 
-
-_ROW_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("sop_instance_uid", "string"),
-    ("image_key", "string"),
-    ("status", "string"),
-    ("reason", "string"),
-    ("retryable", "bool"),
-    ("from_earlier_run", "bool"),
-    ("input_size_bytes", "int64"),
-    ("model_name", "string"),
-    ("model_version", "string"),
-    ("run_id", "string"),
-    ("seg_key", "string"),
-    ("overlay_key", "string"),
-    ("thumbnail_key", "string"),
-    ("modality", "string"),
-    ("view_position", "string"),
-    ("laterality", "string"),
-    ("knee", "string"),
-    ("study_instance_uid", "string"),
-    ("photometric_interpretation", "string"),
-    ("rows", "int64"),
-    ("columns", "int64"),
-    ("pixel_spacing_row_mm", "float64"),
-    ("pixel_spacing_col_mm", "float64"),
-    ("canvas_spacing_mm", "float64"),
-    # This image's own read/preprocess/post-process/write time plus its share of the batched forward pass
-    # (the pass's time divided by the images in it, also given alone).
-    ("image_seconds", "float64"),
-    ("forward_share_seconds", "float64"),
-    # Why the row file (completion marker) could not be written; a re-run processes the image again.
-    ("completion_marker_error", "string"),
-)
-# The network's confidence in the row's masks (orthoseg.confidence); set by _record_confidence.
-_CONFIDENCE_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("tta_passes", "int64"),
-    ("model_confidence", "float64"),
-    *((f"confidence_{name}", "float64") for name in STRUCTURE_NAMES),
-)
-
-
-def measurements_schema() -> pa.Schema:
-    """Arrow schema of ``measurements.parquet``: run columns, confidence columns, then every
-    ``ImageMeasurements`` field."""
-    import typing
-
-    import pyarrow as pa
-
-    types = {"string": pa.string(), "bool": pa.bool_(), "int64": pa.int64(), "float64": pa.float64()}
-    fields = [pa.field(name, types[kind]) for name, kind in (*_ROW_COLUMNS, *_CONFIDENCE_COLUMNS)]
-    for name, info in ImageMeasurements.model_fields.items():
-        args = set(typing.get_args(info.annotation)) or {info.annotation}
-        kind = pa.int64() if int in args else pa.float64() if float in args else pa.string()
-        fields.append(pa.field(name, kind))
-    return pa.schema(fields)
+__all__ = ["knee_rows", "measurements_schema", "write_run_outputs"]
 
 
 def knee_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
