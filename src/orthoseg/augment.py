@@ -59,6 +59,9 @@ class AugmentConfig(BaseModel):
         collimation_depth_fraction: how far each edge cuts into the film, fraction of the film's extent.
         collimation_tilt_deg: tilt limit of each edge.
         collimation_white_probability: chance the border is white rather than black.
+        collimation_parallel_probability: chance all edges share one tilt (a turned collimator, as on
+            real films) rather than each edge its own.
+        collimation_corner_probability: chance of an extra oblique cut across one corner.
         text_marker_probability: burn in letters ("L", "R", "AP", "STANDING"), digits, rulers or boxes.
         text_marker_max_count: at most this many markers per sample.
         text_marker_height_fraction: letter height, fraction of the canvas height.
@@ -104,6 +107,8 @@ class AugmentConfig(BaseModel):
     collimation_depth_fraction: tuple[Fraction, Fraction] = (0.02, 0.2)
     collimation_tilt_deg: float = Field(default=4.0, ge=0.0, le=45.0)
     collimation_white_probability: Probability = 0.5
+    collimation_parallel_probability: Probability = 0.5
+    collimation_corner_probability: Probability = 0.15
     # Appearance: image only.
     text_marker_probability: Probability = 0.4
     text_marker_max_count: int = Field(default=3, ge=1, le=20)
@@ -198,6 +203,8 @@ def build_train_transforms(config: AugmentConfig) -> Callable[[dict], dict]:
                 c.collimation_depth_fraction,
                 c.collimation_tilt_deg,
                 c.collimation_white_probability,
+                c.collimation_parallel_probability,
+                c.collimation_corner_probability,
             ),
         ),
         (

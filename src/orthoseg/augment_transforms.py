@@ -217,7 +217,13 @@ class RandWarpd(RandomizableTransform, MapTransform):
 
 
 class RandCollimationd(RandomizableTransform, MapTransform):
-    """Straight, slightly tilted film edges inside the exposed film: collimator shutters or a cropped film.
+    """Straight, tilted film edges inside the exposed film: collimator shutters or a cropped film.
+
+    Collimators are seldom square to the detector: with ``parallel_probability`` the framed edges are the
+    shutters of one collimator turned by a single angle within +- ``tilt_deg`` (opposite edges stay
+    parallel), otherwise each edge is tilted on its own within +- ``tilt_deg``; with
+    ``corner_probability`` a corner is cut off as well, by a line at 30-60 degrees reaching 5-25 % of the
+    film's shorter side in from the corner.
 
     Outside the edges the image becomes white (an unexposed collimated border, as on many CR films) or
     black (the film was cropped). Half the white borders are not flat: real shutters leave a penumbra
@@ -229,18 +235,28 @@ class RandCollimationd(RandomizableTransform, MapTransform):
     Args:
         prob: chance of framing a sample.
         depth_fraction: each framed edge moves inward by this fraction of the film's extent.
-        tilt_deg: each edge is tilted uniformly within +- this angle.
+        tilt_deg: each edge (or the whole collimator) is tilted uniformly within +- this angle.
         white_probability: chance the border is white (collimation) rather than black (crop).
+        parallel_probability: chance the edges share one tilt (a turned collimator).
+        corner_probability: chance of an oblique corner cut besides the edges.
     """
 
     def __init__(
-        self, prob: float, depth_fraction: tuple[float, float], tilt_deg: float, white_probability: float
+        self,
+        prob: float,
+        depth_fraction: tuple[float, float],
+        tilt_deg: float,
+        white_probability: float,
+        parallel_probability: float = 0.5,
+        corner_probability: float = 0.15,
     ) -> None:
         MapTransform.__init__(self, (IMAGE, LABEL))
         RandomizableTransform.__init__(self, prob)
         self.depth_fraction = depth_fraction
         self.tilt_deg = tilt_deg
         self.white_probability = white_probability
+        self.parallel_probability = parallel_probability
+        self.corner_probability = corner_probability
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -255,37 +271,48 @@ class RandCollimationd(RandomizableTransform, MapTransform):
         tilts = np.radians(self.R.uniform(-self.tilt_deg, self.tilt_deg, size=4))
         white = self.R.rand() < self.white_probability
         value = self.R.uniform(0.75, 1.0) if white else self.R.uniform(0.0, 0.05)
+        if self.R.rand() < self.parallel_probability:
+            tilts[:] = tilts[0]  # one collimator, turned as a whole
+        corner = int(self.R.randint(4)) if self.R.rand() < self.corner_probability else -1
+        corner_angle = math.radians(self.R.uniform(30.0, 60.0))
+        corner_depth = self.R.uniform(0.05, 0.25)
         if box is None:
             return d
         r0, r1, c0, c1 = box
         ys = torch.arange(image.shape[-2], dtype=torch.float32)[:, None]
         xs = torch.arange(image.shape[-1], dtype=torch.float32)[None, :]
         inside_film = (ys >= r0) & (ys < r1) & (xs >= c0) & (xs < c1)
-        outside = torch.zeros_like(inside_film)
         centre_x, centre_y = (c0 + c1 - 1) / 2, (r0 + r1 - 1) / 2
         # Inward normals (x, y) and edge anchor points of the top, bottom, left and right film edges.
         normals = ((0.0, 1.0), (0.0, -1.0), (1.0, 0.0), (-1.0, 0.0))
         extents = (r1 - r0, r1 - r0, c1 - c0, c1 - c0)
         anchors = ((centre_x, r0), (centre_x, r1 - 1), (c0, centre_y), (c1 - 1, centre_y))
+        # Each shutter edge as (anchor x, anchor y, inward normal x, y, the film's extent across it).
+        planes: list[tuple[float, float, float, float, float]] = []
         for side in np.flatnonzero(sides):
             nx, ny = normals[side]
             cos, sin = math.cos(tilts[side]), math.sin(tilts[side])
-            nx, ny = cos * nx - sin * ny, sin * nx + cos * ny
-            ax = anchors[side][0] + normals[side][0] * depths[side] * extents[side]
-            ay = anchors[side][1] + normals[side][1] * depths[side] * extents[side]
+            ax = anchors[side][0] + nx * depths[side] * extents[side]
+            ay = anchors[side][1] + ny * depths[side] * extents[side]
+            planes.append((ax, ay, cos * nx - sin * ny, sin * nx + cos * ny, extents[side]))
+        if corner >= 0:
+            sx = 1.0 if corner in (0, 2) else -1.0  # inward from a left (+x) or right (-x) corner
+            sy = 1.0 if corner in (0, 1) else -1.0  # inward from a top (+y) or bottom (-y) corner
+            nx, ny = sx * math.cos(corner_angle), sy * math.sin(corner_angle)
+            reach = corner_depth * min(r1 - r0, c1 - c0)
+            ax = (c0 if sx > 0 else c1 - 1) + nx * reach
+            ay = (r0 if sy > 0 else r1 - 1) + ny * reach
+            planes.append((ax, ay, nx, ny, min(r1 - r0, c1 - c0)))
+        outside = torch.zeros_like(inside_film)
+        for ax, ay, nx, ny, _ in planes:
             outside |= (xs - ax) * nx + (ys - ay) * ny < 0
         outside &= inside_film
         fill = torch.full_like(image, float(value))
         if white and self.R.rand() < 0.5:
             # Distance into the border from the nearest framed edge, as a fraction of the film's extent.
             depth = torch.zeros_like(fill[0])
-            for side in np.flatnonzero(sides):
-                nx, ny = normals[side]
-                cos, sin = math.cos(tilts[side]), math.sin(tilts[side])
-                nx, ny = cos * nx - sin * ny, sin * nx + cos * ny
-                ax = anchors[side][0] + normals[side][0] * depths[side] * extents[side]
-                ay = anchors[side][1] + normals[side][1] * depths[side] * extents[side]
-                depth = torch.maximum(depth, -((xs - ax) * nx + (ys - ay) * ny) / max(extents[side], 1))
+            for ax, ay, nx, ny, extent in planes:
+                depth = torch.maximum(depth, -((xs - ax) * nx + (ys - ay) * ny) / max(extent, 1))
             slope = self.R.uniform(-0.8, 0.8)
             noise = torch.from_numpy(self.R.standard_normal(tuple(fill.shape)).astype(np.float32))
             fill = (fill + slope * depth + noise * self.R.uniform(0.0, 0.03)).clamp(0.5, 1.0)

@@ -95,15 +95,13 @@ def clean_probabilities(
 
 
 def clear_collimated_borders(masks: np.ndarray, pixels: np.ndarray) -> np.ndarray:
-    """``masks`` (C, H, W) with every structure emptied in the collimator's shadow of ``pixels`` (H, W)."""
-    from orthoseg.measure.field import field_margins_px
+    """``masks`` (C, H, W) with every structure emptied in the collimator's shadow of ``pixels`` (H, W):
+    the shutters' straight edges, tilted or not, and any oblique corner cut (``orthoseg.measure.field``)."""
+    from orthoseg.measure.field import detect_field
 
-    top, bottom, left, right = field_margins_px(pixels)
-    height, width = masks.shape[-2:]
-    masks[..., :top, :] = False
-    masks[..., height - bottom :, :] = False
-    masks[..., :, :left] = False
-    masks[..., :, width - right :] = False
+    field = detect_field(pixels)
+    if field.collimated and field.shape == tuple(masks.shape[-2:]):
+        masks[..., field.shadow()] = False
     return masks
 
 

@@ -18,7 +18,14 @@ CHANNELS = 7
 PROBABILITIES = [
     name
     for name in AugmentConfig.model_fields
-    if name.endswith("_probability") and name != "collimation_white_probability"
+    # Sub-choices of the collimation transform, not transforms of their own.
+    if name.endswith("_probability")
+    and name
+    not in (
+        "collimation_white_probability",
+        "collimation_parallel_probability",
+        "collimation_corner_probability",
+    )
 ]
 SPATIAL = {
     "zoom_crop_probability",

@@ -67,3 +67,24 @@ def test_nothing_is_kept_in_a_shutters_shadow() -> None:
     cleared = clear_collimated_borders(masks.copy(), pixels)
     assert not cleared[CH["tibia"], :, :12].any()
     np.testing.assert_array_equal(cleared[CH["tibia"], :, 12:], masks[CH["tibia"], :, 12:])
+
+
+def test_nothing_is_kept_in_a_tilted_shutters_shadow() -> None:
+    """The left shutter turned by 5 degrees: its shadow is a wedge, 8 columns wide at the top and 22 at
+    the bottom. Tibia called in the wedge is emptied; the tibia beside it, in the field, stays."""
+    rng = np.random.default_rng(1)
+    pixels = 0.3 + 0.05 * rng.standard_normal((160, 120))
+    pixels[:, 50:90] += 0.3  # the leg
+    rows, cols = np.mgrid[0:160, 0:120]
+    wedge = cols < 8 + rows * np.tan(np.radians(5.0))
+    pixels[wedge] = (0.97 + 0.005 * rng.standard_normal((160, 120)))[wedge]
+    masks = np.zeros((NUM_STRUCTURES, 160, 120), dtype=bool)
+    masks[CH["tibia"], 10:150, 2:40] = True
+    masks[CH["tibia"], 10:150, 52:88] = True
+    cleared = clear_collimated_borders(masks.copy(), pixels)
+    inner = cols < 7 + rows * np.tan(np.radians(5.0))  # the wedge but for its edge's pixel sliver
+    assert not cleared[CH["tibia"]][inner].any()
+    assert cleared[CH["tibia"]][wedge].sum() <= 5
+    kept = masks[CH["tibia"]] & ~wedge
+    assert cleared[CH["tibia"]][kept].mean() > 0.99  # at most a pixel's sliver along the wedge's edge
+    np.testing.assert_array_equal(cleared[CH["tibia"], :, 45:], masks[CH["tibia"], :, 45:])

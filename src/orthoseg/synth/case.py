@@ -119,9 +119,10 @@ def render_case(
     projection = project(scenes, cameras, texture, bone_factor=config.bone_subsample)
     line = projection.line_integral
     objects: dict[str, Any] = {}
-    from orthoseg.synth.detector import collimation_field
+    from orthoseg.synth.detector import collimation_field, placement_box
 
     field = collimation_field(line.shape, spec, spec.spacing_mm)
+    field = placement_box(field)  # calibration objects and markers go inside the exposed field
     if spec.calibration == "sphere":
         objects["calibration"] = place_sphere(line, spacing_obj, projection.body, field, rng)
     elif spec.calibration == "ruler":

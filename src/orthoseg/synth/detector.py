@@ -121,12 +121,129 @@ def collimation_margins_px(
     return top, bottom, left, right
 
 
+def collimation_is_square(spec: ImageSpec) -> bool:
+    """True when the shutters are parallel to the film's edges and no corner is cut off."""
+    return spec.collimation_angle_deg == 0.0 and spec.collimation_corner < 0
+
+
 def collimation_field(shape: tuple[int, int], spec: ImageSpec, spacing_mm: float) -> np.ndarray:
-    """Exposed field: the image minus the collimator margins."""
+    """Exposed field: the image minus the collimator's shadow.
+
+    Each closed shutter is a straight edge ``collimation_mm`` in from its film edge at the edge's middle,
+    all four turned by ``collimation_angle_deg`` about the film's centre (an open shutter, margin 0,
+    lies beyond the film and casts nothing); an oblique corner cut is one more straight edge. Square to
+    the film (angle 0, no corner), the field is the rectangle within the margins, as it always was.
+    """
     top, bottom, left, right = collimation_margins_px(shape, spec, spacing_mm)
-    field = np.zeros(shape, dtype=bool)
-    field[top : shape[0] - bottom, left : shape[1] - right] = True
+    rows, cols = shape
+    if collimation_is_square(spec):
+        field = np.zeros(shape, dtype=bool)
+        field[top : rows - bottom, left : cols - right] = True
+        return field
+    # Pixel centres relative to the film's centre; the film spans -half-0.5 .. half+0.5 around it.
+    half_y, half_x = (rows - 1) / 2.0, (cols - 1) / 2.0
+    y = (np.arange(rows, dtype=np.float64) - half_y)[:, None]
+    x = (np.arange(cols, dtype=np.float64) - half_x)[None, :]
+    theta = np.radians(spec.collimation_angle_deg)
+    cos, sin = float(np.cos(theta)), float(np.sin(theta))
+    # Coordinates in the collimator's (turned) frame.
+    u = cos * x + sin * y
+    v = -sin * x + cos * y
+    field = np.ones(shape, dtype=bool)
+    if top:
+        field &= v >= -half_y - 0.5 + top
+    if bottom:
+        field &= v <= half_y + 0.5 - bottom
+    if left:
+        field &= u >= -half_x - 0.5 + left
+    if right:
+        field &= u <= half_x + 0.5 - right
+    if spec.collimation_corner >= 0:
+        corner = spec.collimation_corner
+        sy = -1.0 if corner in (0, 1) else 1.0  # the corner's side: top (-1) or bottom (+1)
+        sx = -1.0 if corner in (0, 2) else 1.0  # left (-1) or right (+1)
+        phi = np.radians(spec.collimation_corner_angle_deg)
+        nx, ny = -sx * float(np.cos(phi)), -sy * float(np.sin(phi))  # inward normal of the cut
+        depth = spec.collimation_corner_mm / spacing_mm
+        field &= (x - sx * (half_x + 0.5)) * nx + (y - sy * (half_y + 0.5)) * ny >= depth
     return field
+
+
+def placement_box(field: np.ndarray) -> np.ndarray:
+    """The field itself when it is a rectangle; else the largest-ish axis-aligned rectangle inside it,
+    found by shrinking the field's bounding box on whichever side has the most shadow on its line, so
+    that markers and rulers placed against the field's box stay in the exposed field."""
+    rows_f, cols_f = np.flatnonzero(field.any(1)), np.flatnonzero(field.any(0))
+    box = np.zeros_like(field)
+    if rows_f.size == 0:
+        return box
+    r0, r1, c0, c1 = int(rows_f[0]), int(rows_f[-1]) + 1, int(cols_f[0]), int(cols_f[-1]) + 1
+    while r1 - r0 > 2 and c1 - c0 > 2:
+        shadow = (
+            (~field[r0, c0:c1]).sum(),
+            (~field[r1 - 1, c0:c1]).sum(),
+            (~field[r0:r1, c0]).sum(),
+            (~field[r0:r1, c1 - 1]).sum(),
+        )
+        worst = int(np.argmax(shadow))
+        if shadow[worst] == 0:
+            break
+        if worst == 0:
+            r0 += 1
+        elif worst == 1:
+            r1 -= 1
+        elif worst == 2:
+            c0 += 1
+        else:
+            c1 -= 1
+    box[r0:r1, c0:c1] = True
+    return box
+
+
+def burn_label(presented: np.ndarray, field: np.ndarray, spec: ImageSpec, spacing_mm: float) -> None:
+    """The reader's text label, dark print in the widest shutter's shadow (in place, 0..1 values), when
+    ``spec.collimation_label`` and that shadow is at least 6 mm deep everywhere the label goes."""
+    margins = collimation_margins_px(presented.shape, spec, spacing_mm)
+    side = int(np.argmax(margins))
+    depth = margins[side]
+    if not spec.collimation_label or depth * spacing_mm < 6.0:
+        return
+    rng = np.random.default_rng([spec.texture_seed, 47])
+    char_h = max(3, int(round(rng.uniform(2.0, 3.0) / spacing_mm)))
+    lines = int(rng.integers(1, 4))
+    height = min(lines * (char_h + max(1, char_h // 3)), int(0.7 * depth))
+    length = int(round(rng.uniform(30.0, 70.0) / spacing_mm))
+    rows, cols = presented.shape
+    along = cols if side in (0, 1) else rows
+    length = min(length, along // 3)
+    if height < char_h or length < 4 * char_h:
+        return
+    start = int(rng.integers(along // 6, along - along // 6 - length))
+    offset = int(round(0.15 * depth))
+    # Character cells: each a block of ink with a random hole pattern, one blank column between.
+    text = np.zeros((height, length), dtype=bool)
+    char_w = max(2, int(round(0.6 * char_h)))
+    for top in range(0, height - char_h + 1, char_h + max(1, char_h // 3)):
+        for left in range(0, length - char_w + 1, char_w + 1):
+            if rng.random() < 0.15:
+                continue  # a space
+            glyph = rng.random((char_h, char_w)) < 0.55
+            text[top : top + char_h, left : left + char_w] = glyph
+    if side in (2, 3):
+        text = text.T
+    if side == 0:
+        r, c = offset, start
+    elif side == 1:
+        r, c = rows - offset - text.shape[0], start
+    elif side == 2:
+        r, c = start, offset
+    else:
+        r, c = start, cols - offset - text.shape[1]
+    window = (slice(r, r + text.shape[0]), slice(c, c + text.shape[1]))
+    if field[window].any():
+        return  # the turned shutter leaves the label's place exposed: no label
+    ink = np.float32(rng.uniform(0.05, 0.35))
+    presented[window][text] = ink
 
 
 def _beam_gain(shape: tuple[int, int], spec: ImageSpec) -> np.ndarray:
@@ -200,10 +317,13 @@ def expose(
     coarse *= _downsample(field.astype(np.float32), 16)
     scatter = _smooth_wide(coarse * np.float32(spec.scatter_fraction), 20.0 / spacing_mm, 16, shape)
     primary = np.exp(-line)
-    primary[:top] *= 0.004  # collimator leakage
-    primary[rows - bottom :] *= 0.004
-    primary[:, :left] *= 0.004
-    primary[:, shape[1] - right :] *= 0.004
+    if collimation_is_square(spec):
+        primary[:top] *= 0.004  # collimator leakage
+        primary[rows - bottom :] *= 0.004
+        primary[:, :left] *= 0.004
+        primary[:, shape[1] - right :] *= 0.004
+    else:
+        primary[~field] *= 0.004
     primary += scatter
     photons = np.float32(
         PHOTONS_OPEN_FIELD * spec.exposure_scale * (spacing_mm / 0.1) ** 2 / spec.noise_scale**2
@@ -255,6 +375,7 @@ def expose(
     paint += white
     np.maximum(presented, paint, out=presented, where=holes)
     np.maximum(presented, np.float32(COLLIMATOR_LEVEL), out=presented, where=~field)  # shuttered
+    burn_label(presented, field, spec, spacing_mm)
     presented[metal] = 1.0
     presented *= np.float32(STORED_MAX)
     stored = np.rint(presented).astype(np.uint16)

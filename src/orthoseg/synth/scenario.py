@@ -138,6 +138,17 @@ class ImageSpec:
     # are seen edge-on; ``beam_alignment_error_deg`` is how far the radiographer missed.
     beam_along_tray: bool = False
     beam_alignment_error_deg: float = 0.0
+    # The collimator is rarely square to the detector: its shutters are turned by a few degrees about the
+    # field's centre (0 = aligned, as on some films), and some films have a corner cut off at an angle
+    # (``collimation_corner``: 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right, -1 none; the cut's
+    # inward normal is ``collimation_corner_angle_deg`` from the row axis, its line
+    # ``collimation_corner_mm`` from the corner). ``collimation_label`` burns the reader's text label
+    # into the widest shutter's shadow. See ``detector.collimation_field``.
+    collimation_angle_deg: float = 0.0
+    collimation_corner: int = -1
+    collimation_corner_mm: float = 0.0
+    collimation_corner_angle_deg: float = 45.0
+    collimation_label: bool = False
 
 
 def _rng(config: SynthConfig, *parts: int) -> np.random.Generator:
@@ -333,6 +344,7 @@ def image_spec(index: int, config: SynthConfig) -> ImageSpec:
         knees=knees,
         **_appearance(_rng(config, index, 31)),
         **_beam_alignment(_rng(config, index, 37), knee.category),
+        **_shutters(_rng(config, index, 43)),
     )
 
 
@@ -345,6 +357,25 @@ def _beam_alignment(rng: np.random.Generator, category: str) -> dict[str, object
     return {
         "beam_along_tray": bool(aligned),
         "beam_alignment_error_deg": float(rng.normal(0.0, 0.5)) if aligned else 0.0,
+    }
+
+
+def _shutters(rng: np.random.Generator) -> dict[str, object]:
+    """The collimator's rotation (a third of the films square to the detector, the rest within +-6
+    degrees), an oblique corner cut on one film in eight, and a burned-in label in the shadow on one in
+    four. Separate random stream: the other draws stay put."""
+    aligned = rng.random() < 0.35
+    angle = float(rng.uniform(-6.0, 6.0))
+    corner = int(rng.integers(0, 4)) if rng.random() < 0.125 else -1
+    corner_mm = float(rng.uniform(15.0, 45.0))
+    corner_angle = float(rng.uniform(30.0, 60.0))
+    label = bool(rng.random() < 0.25)
+    return {
+        "collimation_angle_deg": 0.0 if aligned else angle,
+        "collimation_corner": corner,
+        "collimation_corner_mm": corner_mm if corner >= 0 else 0.0,
+        "collimation_corner_angle_deg": corner_angle if corner >= 0 else 45.0,
+        "collimation_label": label,
     }
 
 
