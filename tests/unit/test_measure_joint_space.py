@@ -33,8 +33,9 @@ def test_flat_condyles_give_their_gaps() -> None:
     femur, tibia = _knee(medial_bottom_row=199, lateral_bottom_row=209)
     medial, lateral = _measure(femur, tibia)
     assert medial is not None and lateral is not None
-    assert abs(medial - (220 - 199) * SPACING[0]) < 1e-6
-    assert abs(lateral - (220 - 209) * SPACING[0]) < 1e-6
+    # Between mask edges: the background rows between the condyle's last row and the plateau's first.
+    assert abs(medial - (220 - 199 - 1) * SPACING[0]) < 1e-6
+    assert abs(lateral - (220 - 209 - 1) * SPACING[0]) < 1e-6
 
 
 def test_spine_under_the_notch_is_not_the_joint_space() -> None:
@@ -44,8 +45,8 @@ def test_spine_under_the_notch_is_not_the_joint_space() -> None:
     tibia[180:220, 220:232] = True  # spine inside the medial band, 5 mm below the notch roof
     medial, lateral = _measure(femur, tibia)
     assert medial is not None and lateral is not None
-    assert abs(medial - 10.5) < 1e-6
-    assert abs(lateral - 10.5) < 1e-6
+    assert abs(medial - 10.0) < 1e-6
+    assert abs(lateral - 10.0) < 1e-6
 
 
 def test_no_femur_above_a_compartment_is_refused() -> None:
@@ -65,5 +66,5 @@ def test_spine_under_the_condyles_edge_is_not_the_joint_space() -> None:
     tibia[196:220, 252:260] = True  # spine 12 mm high, 1.5 mm below the condyle's edge
     medial, lateral = _measure(femur, tibia)
     assert medial is not None and lateral is not None
-    assert abs(medial - 10.5) < 1e-6
-    assert abs(lateral - 10.5) < 1e-6
+    assert abs(medial - 10.0) < 1e-6
+    assert abs(lateral - 10.0) < 1e-6

@@ -53,21 +53,33 @@ class MeasurementConfig(BaseModel):
             bone further in by this many noise levels; a fibrous membrane is demarcated by such a margin,
             a darker stretch of bone is not. 0 accepts lines without one.
         line_fill_fraction: share of a line's samples that must lie below half its depth.
+        line_max_edge_mm: a line's far edge (floor to rim) must rise within about this length (mm), read as
+            its depth over its steepest slope: blur spreads a real edge over a fraction of a millimetre,
+            while bone that brightens gradually (canal to cortex) climbs over millimetres.
         line_smooth_mm: Gaussian smoothing (sigma, mm) of a profile before its edges are located.
         line_average_profiles: neighbouring profiles averaged before a width is read.
         line_profile_spacing_mm: interface points closer than this are thinned out.
         line_min_profiles: a zone needs at least this many valid profiles, else its width is None.
-        line_zone_quantile: quantile of the per-profile widths reported as the zone's width.
+        line_run_mm: a zone reads the widest line sustained over this length of contiguous interface (mm):
+            a line along part of a zone counts at its width, a shorter dark stretch does not.
+        line_run_fill: share (0-1) of the windows of such a stretch that must reach the width it reads.
         line_present_mm: a zone with a line at least this wide counts as having a line.
         line_flag_mm: a zone at least this wide raises the line flag.
         tray_zone_depth_mm: interface points of the tibial component deeper than this below the tray's
             underside belong to the stem zones (or the tip zone when facing distally).
         joint_band_fraction: each compartment's gap is read over this central share of its half-width.
         joint_condyle_window_mm: columns whose femoral side lies within this distance of the compartment's
-            lowest femoral point are under the condyle; only they give the joint space.
+            lowest femoral point are the condyle's contact; the joint space is the median gap over them.
         joint_plateau_peak_mm: columns where the tibial side rises more than this above the compartment's
             median tibial height (a tibial spine, a rim, a tray's edge) are not read: the gap there does not
             run to the articular surface.
+        joint_rim_width_fraction: half-width of the tibial plateau's articular rim as a fraction of the
+            proximal tibia's half-width (the rim lies a little inside the metaphysis' widest outline).
+        joint_rim_fit_inner_fraction, joint_rim_fit_outer_fraction: the dome of the plateau's rim (a
+            posteriorly sloped plateau seen on AP) is fitted to the tibial top edge between these fractions
+            of the tibia's half-width on both sides (spines inside, the rim's corner outside).
+        joint_rim_fit_outer_fraction_single: outer limit when a compartment is fitted alone (a UKA).
+        joint_rim_fit_rms_max_mm: a rim fit with a larger root-mean-square residual (mm) is not used.
         joint_space_max_mm: gaps above this are implausible (flagged and not reported).
     """
 
@@ -103,15 +115,22 @@ class MeasurementConfig(BaseModel):
     line_rim_mm: float = Field(default=0.6, gt=0)
     line_min_rim_contrast: float = Field(default=1.0, ge=0)
     line_fill_fraction: float = Field(default=0.7, gt=0, le=1)
+    line_max_edge_mm: float = Field(default=1.2, gt=0)
     line_smooth_mm: float = Field(default=0.1, gt=0)
     line_average_profiles: int = Field(default=6, ge=1)
     line_profile_spacing_mm: float = Field(default=0.5, gt=0)
     line_min_profiles: int = Field(default=8, ge=1)
-    line_zone_quantile: float = Field(default=0.5, ge=0, le=1)
+    line_run_mm: float = Field(default=9.0, ge=0)
+    line_run_fill: float = Field(default=0.5, gt=0, le=1)
     line_present_mm: float = Field(default=1.0, ge=0)
     line_flag_mm: float = Field(default=2.0, ge=0)
     tray_zone_depth_mm: float = Field(default=6.0, gt=0)
     joint_band_fraction: float = Field(default=0.6, gt=0, le=1)
-    joint_condyle_window_mm: float = Field(default=2.0, gt=0)
+    joint_condyle_window_mm: float = Field(default=0.5, gt=0)
     joint_plateau_peak_mm: float = Field(default=2.0, gt=0)
+    joint_rim_width_fraction: float = Field(default=0.94, gt=0, le=1)
+    joint_rim_fit_inner_fraction: float = Field(default=0.3, ge=0, lt=1)
+    joint_rim_fit_outer_fraction: float = Field(default=0.85, gt=0, le=1)
+    joint_rim_fit_outer_fraction_single: float = Field(default=0.95, gt=0, le=1)
+    joint_rim_fit_rms_max_mm: float = Field(default=0.25, gt=0)
     joint_space_max_mm: float = Field(default=30.0, gt=0)

@@ -7,7 +7,10 @@ bone or crossing metal are discarded. Each point is assigned to a Knee Society z
 lies on and the direction it faces (see ``zone_of``). Within a zone, neighbouring profiles are averaged
 in windows of ``line_average_profiles``; a window's line runs from the steepest fall near the interface
 to the steepest rise after it, and counts when its floor lies ``line_min_contrast`` noise levels below
-the bone further in (``profile_width``). The zone's width is the ``line_zone_quantile`` of its windows.
+the bone further in and its far edge is sharp (``line_max_edge_mm``; see ``profile_width``). The zone's
+width is the widest line sustained along ``line_run_mm`` of contiguous interface (``sustained_width``):
+a zone has a line when one runs along a real length of it, even if not along all of it, and reports that
+line's width.
 
 A line is only seen at its width where the beam runs along the interface: on a film whose beam is tilted
 against the tray, a line under it is smeared over several millimetres and reads narrower and fainter.
@@ -87,7 +90,9 @@ def profile_width(profile: np.ndarray, noise: float, config: MeasurementConfig) 
     the bone reference and the bone just beyond its far edge (within ``line_rim_mm``, where the
     sclerotic rim that borders a real line sits): a band that only drifts back up is texture. The rim
     itself must stand ``line_min_rim_contrast`` noise levels above the bone further in (0 accepts lines
-    without a sclerotic margin). And the
+    without a sclerotic margin). The far edge must be an edge: its rise from the floor to the rim, over its
+    steepest slope (a length, mm), at most ``line_max_edge_mm`` (bone that brightens over millimetres, as
+    from the medullary canal to the cortex beside a stem, is no line). And the
     band must be one dark run: at least ``line_fill_fraction`` of it below half way between its floor and
     the lower of its two borders (the implant or cement side, and the rim side).
     """
@@ -110,6 +115,8 @@ def profile_width(profile: np.ndarray, noise: float, config: MeasurementConfig) 
         return 0.0
     if beyond - reference < config.line_min_rim_contrast * noise:
         return 0.0  # no sclerotic margin: a darker stretch of bone, not a fibrous membrane
+    if (beyond - floor) / (grad[far] / step) > config.line_max_edge_mm:
+        return 0.0  # the far side climbs slowly: a gradient of the bone (canal to cortex), not an edge
     rim = int(round(config.line_rim_mm / step))
     before = float(np.max(smooth[max(near - rim, 0) : near + 1]))
     half_depth = (min(before, beyond) + floor) / 2
@@ -171,19 +178,48 @@ def _interface_points(edge: np.ndarray, spacing: Spacing, every_mm: float) -> tu
 
 def _window_widths(
     profiles: np.ndarray, along: np.ndarray, noise: float, config: MeasurementConfig
-) -> list[float]:
-    """Widths of the zone's profiles averaged in windows of ``line_average_profiles`` neighbours.
+) -> tuple[np.ndarray, np.ndarray]:
+    """(centre along the interface in mm, width in mm) of each window of ``line_average_profiles``
+    neighbouring profiles, windows overlapping by half, sorted along the interface.
 
-    Neighbours are consecutive along the interface (sorted by ``along``); averaging lowers the noise by
-    the square root of the window, so faint lines show without a lower threshold.
+    Neighbours are consecutive along the interface (sorted by ``along``, mm); averaging lowers the noise
+    by the square root of the window, so faint lines show without a lower threshold.
     """
     order = np.argsort(along, kind="stable")
     size = max(1, min(config.line_average_profiles, len(order)))
-    widths = []
+    centres, widths = [], []
     for start in range(0, len(order) - size + 1, max(1, size // 2)):
-        mean = profiles[order[start : start + size]].mean(axis=0)
+        members = order[start : start + size]
+        mean = profiles[members].mean(axis=0)
+        centres.append(float(np.mean(along[members])))
         widths.append(profile_width(mean, noise / np.sqrt(size), config))
-    return widths
+    return np.asarray(centres, dtype=np.float64), np.asarray(widths, dtype=np.float64)
+
+
+def sustained_width(centres: np.ndarray, widths: np.ndarray, run_mm: float, fill: float) -> float:
+    """Widest line (mm) sustained over ``run_mm`` of contiguous interface: the zone's reading.
+
+    Every stretch of interface ``run_mm`` long (the windows whose centres, in mm along the interface,
+    lie within ``run_mm`` of a window's centre, that window first) reads the width that at least
+    ``fill`` of its windows reach; the zone reads the widest stretch. A line along part of a zone is thus
+    read at its width however little of the zone it covers, as long as it runs along about ``fill`` times
+    ``run_mm`` of interface, while an isolated window (texture, a vessel) does not make a line. A zone
+    shorter than ``run_mm`` is one stretch. No windows read 0.
+    """
+    if len(widths) == 0:
+        return 0.0
+    order = np.argsort(centres, kind="stable")
+    centres, widths = centres[order], widths[order]
+    quantile = 1.0 - fill
+    if centres[-1] - centres[0] <= run_mm:
+        return float(np.quantile(widths, quantile, method="lower"))
+    best = 0.0
+    for i in range(len(centres)):
+        if centres[-1] - centres[i] < run_mm:
+            break
+        stretch = widths[i : int(np.searchsorted(centres, centres[i] + run_mm, side="right"))]
+        best = max(best, float(np.quantile(stretch, quantile, method="lower")))
+    return best
 
 
 def zone_widths(
@@ -257,8 +293,8 @@ def zone_widths(
         zone_points = points[members]
         centred = zone_points - zone_points.mean(axis=0)
         along = centred @ np.linalg.svd(centred, full_matrices=False)[2][0]
-        widths = _window_widths(profiles[members], along, noise, config)
-        width = round(float(np.quantile(widths, config.line_zone_quantile)), 2)
+        centres, widths = _window_widths(profiles[members], along, noise, config)
+        width = round(sustained_width(centres, widths, config.line_run_mm, config.line_run_fill), 2)
         out[zone] = width
         if drawing is not None:
             pixel_points = zone_points / np.asarray(spacing)
