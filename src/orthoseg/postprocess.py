@@ -10,6 +10,9 @@ clean masks the same way:
   largest component are dropped (a standing film of both knees keeps both femurs: they are alike);
 - cement farther than ``cement_max_distance_mm`` from any predicted implant component is dropped
   (cement only exists against an implant);
+- a piece of a structure on the wrong side of the knee joint is dropped: tibia, fibula or tibial
+  component lying wholly above the joint, femur, patella or femoral component wholly below it (a long
+  revision stem far from the joint is easily taken for its opposite number);
 - on the native grid, nothing is kept in the collimator's shadow along the film's edges
   (``orthoseg.measure.field``): no anatomy shows through a shutter, and a network that has not seen a
   shutter's bar may call it bone.
@@ -29,6 +32,10 @@ if TYPE_CHECKING:
 
 _CEMENT = STRUCTURE_NAMES.index("cement")
 _COMPONENTS = (STRUCTURE_NAMES.index("femoral_component"), STRUCTURE_NAMES.index("tibial_component"))
+_FEMORAL_SIDE = tuple(STRUCTURE_NAMES.index(n) for n in ("femur", "patella", "femoral_component"))
+_TIBIAL_SIDE = tuple(STRUCTURE_NAMES.index(n) for n in ("tibia", "fibula", "tibial_component"))
+_FEMORAL_BODY = (STRUCTURE_NAMES.index("femur"), STRUCTURE_NAMES.index("femoral_component"))
+_TIBIAL_BODY = (STRUCTURE_NAMES.index("tibia"), STRUCTURE_NAMES.index("tibial_component"))
 
 
 class PostprocessConfig(BaseModel):
@@ -42,6 +49,9 @@ class PostprocessConfig(BaseModel):
             removed.
         clear_collimated_borders: masks are emptied in the collimator's shadow found along each edge of
             the film (needs the film's pixels).
+        joint_side_margin_mm: a connected piece of a tibial-side structure whose lowest point lies more
+            than this above the knee joint is removed, and a femoral-side piece whose highest point lies
+            more than this below it (mm along the femur-tibia direction; 0 disables the rule).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -50,6 +60,7 @@ class PostprocessConfig(BaseModel):
     min_component_fraction: float = Field(default=0.1, ge=0.0, le=1.0)
     cement_max_distance_mm: float = Field(default=5.0, gt=0.0)
     clear_collimated_borders: bool = True
+    joint_side_margin_mm: float = Field(default=20.0, ge=0.0)
 
 
 def clean_probabilities(
@@ -84,6 +95,8 @@ def clean_probabilities(
             drop = np.isin(labels, small)
             cleaned[channel][drop] = 0.0
             masks[channel][drop] = False
+    if config.joint_side_margin_mm > 0:
+        drop_wrong_side_of_joint(cleaned, masks, config.joint_side_margin_mm / spacing_mm)
     if masks[_CEMENT].any():
         implant = masks[list(_COMPONENTS)].any(axis=0)
         if not implant.any():
@@ -92,6 +105,62 @@ def clean_probabilities(
             distance_mm = ndimage.distance_transform_edt(~implant) * spacing_mm
             cleaned[_CEMENT][masks[_CEMENT] & (distance_mm > config.cement_max_distance_mm)] = 0.0
     return cleaned
+
+
+def _largest_piece(mask: np.ndarray) -> np.ndarray:
+    from scipy import ndimage
+
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    if count <= 1:
+        return mask
+    return labels == 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
+
+
+def knee_joint_frame(masks: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """The femur-ward unit direction (row, column) and the joint's level along it (pixels), from the
+    largest piece of femur-or-femoral-component and of tibia-or-tibial-component; None without both.
+
+    The level is halfway between the femoral body's lowest 1 % and the tibial body's highest 1 %.
+    """
+    femoral = _largest_piece(masks[list(_FEMORAL_BODY)].any(axis=0))
+    tibial = _largest_piece(masks[list(_TIBIAL_BODY)].any(axis=0))
+    if not femoral.any() or not tibial.any():
+        return None
+    femoral_points = np.argwhere(femoral).astype(np.float64)
+    tibial_points = np.argwhere(tibial).astype(np.float64)
+    up = femoral_points.mean(axis=0) - tibial_points.mean(axis=0)
+    length = float(np.hypot(*up))
+    if length < 1.0:
+        return None
+    up /= length
+    level = 0.5 * (np.percentile(femoral_points @ up, 1) + np.percentile(tibial_points @ up, 99))
+    return up, float(level)
+
+
+def drop_wrong_side_of_joint(cleaned: np.ndarray, masks: np.ndarray, margin_px: float) -> None:
+    """Zero (in ``cleaned`` and ``masks``, in place) every connected piece of a tibial-side structure
+    whose lowest point lies more than ``margin_px`` above the joint, and every femoral-side piece whose
+    highest point lies more than ``margin_px`` below it (``knee_joint_frame``)."""
+    from scipy import ndimage
+
+    frame = knee_joint_frame(masks)
+    if frame is None:
+        return
+    up, level = frame
+    rows, cols = np.indices(masks.shape[-2:], dtype=np.float64)
+    above_joint = rows * up[0] + cols * up[1] - level
+    for channels, wrong in ((_TIBIAL_SIDE, 1.0), (_FEMORAL_SIDE, -1.0)):
+        for channel in channels:
+            if not masks[channel].any():
+                continue
+            labels, count = ndimage.label(masks[channel], structure=np.ones((3, 3), dtype=bool))
+            # How far past the joint, toward the wrong side, each piece's nearest point lies.
+            nearest = np.asarray(ndimage.minimum(wrong * above_joint, labels, np.arange(1, count + 1)))
+            wrong_pieces = np.flatnonzero(nearest > margin_px) + 1
+            if wrong_pieces.size:
+                drop = np.isin(labels, wrong_pieces)
+                cleaned[channel][drop] = 0.0
+                masks[channel][drop] = False
 
 
 def clear_collimated_borders(masks: np.ndarray, pixels: np.ndarray) -> np.ndarray:

@@ -88,3 +88,48 @@ def test_nothing_is_kept_in_a_tilted_shutters_shadow() -> None:
     kept = masks[CH["tibia"]] & ~wedge
     assert cleared[CH["tibia"]][kept].mean() > 0.99  # at most a pixel's sliver along the wedge's edge
     np.testing.assert_array_equal(cleared[CH["tibia"], :, 45:], masks[CH["tibia"], :, 45:])
+
+
+def _knee(side: int = 200) -> np.ndarray:
+    """Femur above (rows 0-95), tibia below (rows 105-200) a joint at row ~100, 1 mm pixels."""
+    probabilities = _blank(side)
+    probabilities[CH["femur"], 0:95, 80:120] = 0.9
+    probabilities[CH["femoral_component"], 85:98, 75:125] = 0.9
+    probabilities[CH["tibial_component"], 102:110, 75:125] = 0.9
+    probabilities[CH["tibia"], 105:200, 80:120] = 0.9
+    probabilities[CH["fibula"], 115:200, 125:132] = 0.9
+    probabilities[CH["patella"], 70:90, 70:78] = 0.9
+    return probabilities
+
+
+def test_pieces_on_the_wrong_side_of_the_joint_are_removed() -> None:
+    probabilities = _knee()
+    # A femoral stem taken for a tibial component and tibia, far above the joint; "femur" in the soft
+    # tissue beside the tibial shaft. Each is large enough to survive the fragment rule.
+    probabilities[CH["tibial_component"], 10:60, 95:105] = 0.8
+    probabilities[CH["tibia"], 20:50, 20:50] = 0.8
+    probabilities[CH["femur"], 150:190, 20:45] = 0.8
+    cleaned = clean_probabilities(probabilities, 0.5, 1.0, PostprocessConfig())
+    assert cleaned[CH["tibial_component"], 10:60, 95:105].max() == 0.0
+    assert cleaned[CH["tibia"], 20:50, 20:50].max() == 0.0
+    assert cleaned[CH["femur"], 150:190, 20:45].max() == 0.0
+    # The knee itself, the patella beside the femur and the fibula beside the tibia stay.
+    np.testing.assert_array_equal(cleaned, np.where(cleaned > 0, _knee(), 0.0))
+    np.testing.assert_array_equal(cleaned > 0.5, _knee() > 0.5)
+    # With the rule off, they stay.
+    kept = clean_probabilities(probabilities, 0.5, 1.0, PostprocessConfig(joint_side_margin_mm=0.0))
+    assert kept[CH["tibial_component"], 10:60, 95:105].min() == pytest.approx(0.8)
+
+
+def test_the_joint_rule_follows_a_film_that_is_not_upright() -> None:
+    probabilities = np.rot90(_knee(), k=1, axes=(1, 2)).copy()  # femur to the left, tibia to the right
+    stray = np.zeros_like(probabilities[0], dtype=bool)
+    stray[95:105, 10:60] = True  # a tibial component along the femoral shaft
+    probabilities[CH["tibial_component"]][stray] = 0.8
+    cleaned = clean_probabilities(probabilities, 0.5, 1.0, PostprocessConfig())
+    assert cleaned[CH["tibial_component"]][stray].max() == 0.0
+    assert cleaned[CH["tibial_component"]].max() > 0.5  # the tray stays
+    # A piece within the margin of the joint stays (a tibial spine reaching up between the condyles).
+    near = _knee()
+    near[CH["tibia"], 92:105, 98:102] = 0.9
+    np.testing.assert_array_equal(clean_probabilities(near, 0.5, 1.0, PostprocessConfig()), near)
