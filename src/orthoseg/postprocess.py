@@ -8,6 +8,9 @@ clean masks the same way:
 
 - per structure, connected components smaller than ``min_component_fraction`` of that structure's
   largest component are dropped (a standing film of both knees keeps both femurs: they are alike);
+- implant component pieces smaller than ``min_implant_piece_mm2`` are dropped: the smallest real
+  component (a UKA tray seen edge-on) covers a few hundred square millimetres, while a network unsure of
+  a native knee scatters specks of "component" over dense bone;
 - cement farther than ``cement_max_distance_mm`` from any predicted implant component is dropped
   (cement only exists against an implant);
 - a piece of a structure on the wrong side of the knee joint is dropped: tibia, fibula or tibial
@@ -49,6 +52,8 @@ class PostprocessConfig(BaseModel):
             removed.
         clear_collimated_borders: masks are emptied in the collimator's shadow found along each edge of
             the film (needs the film's pixels).
+        min_implant_piece_mm2: femoral or tibial component pieces smaller than this area (mm²) are
+            removed (0 keeps them).
         joint_side_margin_mm: a connected piece of a tibial-side structure whose lowest point lies more
             than this above the knee joint is removed, and a femoral-side piece whose highest point lies
             more than this below it (mm along the femur-tibia direction; 0 disables the rule).
@@ -60,6 +65,7 @@ class PostprocessConfig(BaseModel):
     min_component_fraction: float = Field(default=0.1, ge=0.0, le=1.0)
     cement_max_distance_mm: float = Field(default=5.0, gt=0.0)
     clear_collimated_borders: bool = True
+    min_implant_piece_mm2: float = Field(default=30.0, ge=0.0)
     joint_side_margin_mm: float = Field(default=20.0, ge=0.0)
 
 
@@ -87,10 +93,14 @@ def clean_probabilities(
         if channel == _CEMENT or not masks[channel].any():
             continue
         labels, count = ndimage.label(masks[channel], structure=np.ones((3, 3), dtype=bool))
-        if count <= 1:
+        if count <= 1 and channel not in _COMPONENTS:
             continue
         sizes = np.bincount(labels.ravel())[1:]
         small = np.flatnonzero(sizes < config.min_component_fraction * sizes.max()) + 1
+        if channel in _COMPONENTS:
+            small = np.union1d(
+                small, np.flatnonzero(sizes * spacing_mm**2 < config.min_implant_piece_mm2) + 1
+            )
         if small.size:
             drop = np.isin(labels, small)
             cleaned[channel][drop] = 0.0

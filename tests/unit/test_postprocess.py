@@ -41,7 +41,9 @@ def test_cement_away_from_any_implant_is_removed() -> None:
     assert cleaned[CH["cement"], 34:36, 10:40].min() == pytest.approx(0.7)
     assert cleaned[CH["cement"], 5:8, 50:60].max() == 0.0
     # The same distance in pixels is within reach when pixels are 0.1 mm.
-    near = clean_probabilities(probabilities, 0.5, 0.1, PostprocessConfig(cement_max_distance_mm=5.0))
+    near = clean_probabilities(
+        probabilities, 0.5, 0.1, PostprocessConfig(cement_max_distance_mm=5.0, min_implant_piece_mm2=0.0)
+    )
     assert near[CH["cement"], 5:8, 50:60].min() == pytest.approx(0.7)
 
 
@@ -133,3 +135,23 @@ def test_the_joint_rule_follows_a_film_that_is_not_upright() -> None:
     near = _knee()
     near[CH["tibia"], 92:105, 98:102] = 0.9
     np.testing.assert_array_equal(clean_probabilities(near, 0.5, 1.0, PostprocessConfig()), near)
+
+
+def test_specks_of_implant_on_a_native_knee_are_removed_with_their_cement() -> None:
+    """A network unsure of dense native bone scatters small "component" specks (and cement beside them):
+    every speck is below the smallest real component's area, so the film keeps no implant at all."""
+    probabilities = _knee()
+    probabilities[CH["femoral_component"]] = 0.0
+    probabilities[CH["tibial_component"]] = 0.0
+    for row, col in ((60, 85), (70, 100), (80, 110)):
+        probabilities[CH["femoral_component"], row : row + 4, col : col + 5] = 0.8  # 20 mm² each at 1 mm
+        probabilities[CH["cement"], row + 4 : row + 6, col : col + 5] = 0.7
+    cleaned = clean_probabilities(probabilities, 0.5, 1.0, PostprocessConfig())
+    assert cleaned[CH["femoral_component"]].max() == 0.0
+    assert cleaned[CH["cement"]].max() == 0.0
+    # A real component (here 13 x 50 mm) stays whole.
+    real = _knee()
+    np.testing.assert_array_equal(clean_probabilities(real, 0.5, 1.0, PostprocessConfig()), real)
+    # The same specks at 4 mm pixels (320 mm² each) are no specks.
+    coarse = clean_probabilities(probabilities, 0.5, 4.0, PostprocessConfig(joint_side_margin_mm=0.0))
+    assert coarse[CH["femoral_component"]].max() == pytest.approx(0.8)
