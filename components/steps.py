@@ -9,6 +9,8 @@ there, so the pipeline graph never re-implements library logic.
 
 # No `from __future__ import annotations`: KFP reads the real annotation objects.
 
+from typing import NamedTuple
+
 from kfp import dsl
 
 from components import IMAGE
@@ -26,12 +28,46 @@ def validate_op(source: str, batch: str, purpose: str, settings_overrides: dict)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def train_op(validation: dict, settings_overrides: dict) -> dict:
-    """Train the segmentation network with Ray Train on the validated dataset version; log to MLflow."""
+def retrain_gate_op(validation: dict, settings_overrides: dict, force: bool) -> NamedTuple(
+    "RetrainGate", decision=dict, should_train=bool, warm_start_from=str
+):
+    """Decide whether to train: enough annotated images added since the champion's dataset version
+    (``promotion.retrain_min_new_images``), or ``force``; and from which weights (the champion's when its
+    architecture is the configured one). ``warm_start_from`` is "" for from scratch."""
+    from collections import namedtuple
+
+    from orthoseg.retrain import decide_retrain
+    from orthoseg.settings import Settings
+
+    settings = Settings(**settings_overrides)
+    outcome = decide_retrain(settings, validation.get("dataset_version"), force=force)
+    gate = namedtuple("RetrainGate", ["decision", "should_train", "warm_start_from"])
+    return gate(
+        outcome.model_dump(mode="json", exclude_none=True),
+        outcome.should_train,
+        outcome.warm_start_from or "",
+    )
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def retrain_skipped_op(decision: dict) -> dict:
+    """Record that the run did not train, and why (stands in for training, evaluation and registration)."""
+    import logging
+
+    logging.getLogger("orthoseg.retrain").warning("Not training: %s", decision["reason"])
+    return {"skipped": True, "reason": decision["reason"]}
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def train_op(validation: dict, settings_overrides: dict, warm_start_from: str = "") -> dict:
+    """Train the segmentation network with Ray Train on the validated dataset version; log to MLflow.
+    ``warm_start_from`` (the retrain gate's choice; "" for from scratch) is ``train.init_weights_uri``."""
     from orthoseg.settings import Settings
     from orthoseg.training import run_training
 
     settings = Settings(**settings_overrides)
+    train = settings.train.model_copy(update={"init_weights_uri": warm_start_from or None})
+    settings = settings.model_copy(update={"train": train})
     return run_training(settings, validation.get("dataset_version")).model_dump(
         mode="json", exclude_none=True
     )

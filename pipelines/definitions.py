@@ -12,6 +12,8 @@ from components.steps import (
     promote_op,
     quality_gate_op,
     register_op,
+    retrain_gate_op,
+    retrain_skipped_op,
     train_op,
     validate_op,
 )
@@ -39,7 +41,11 @@ def _with_cluster_environment(task: dsl.PipelineTask) -> dsl.PipelineTask:
 
 
 class TrainingOutputs(NamedTuple):
+    """Present whether the run trained or not: when the retrain gate skipped training, ``training``,
+    ``evaluation`` and ``registered`` are ``{"skipped": true, "reason": ...}``."""
+
     validation: dict
+    decision: dict
     training: dict
     evaluation: dict
     registered: dict
@@ -52,31 +58,45 @@ class InferenceOutputs(NamedTuple):
 
 @dsl.pipeline(
     name="orthoseg-training",
-    description="Validate a new batch, train on the resulting dataset version, evaluate, register, and "
-    "promote the model to @champion when it clears the quality floor and beats the current champion.",
+    description="Validate a new batch; when enough annotated images arrived since the champion's dataset "
+    "version (or when forced), train on the resulting dataset version (from the champion's weights when "
+    "its architecture matches), evaluate, register, and promote the model to @champion when it clears "
+    "the quality floor and beats the current champion; otherwise record why it did not train.",
 )
 def training_pipeline(
-    source: str, batch: str, settings_overrides: dict, min_dice: float = 0.0
+    source: str, batch: str, settings_overrides: dict, min_dice: float = 0.0, force: bool = False
 ) -> TrainingOutputs:
     validation = validate_op(
         source=source, batch=batch, purpose="training", settings_overrides=settings_overrides
     )
-    training = train_op(validation=validation.output, settings_overrides=settings_overrides)
-    evaluation = evaluate_op(training=training.output, settings_overrides=settings_overrides)
-    registered = register_op(
-        training=training.output, evaluation=evaluation.output, settings_overrides=settings_overrides
-    )
-    gate = quality_gate_op(evaluation=evaluation.output, min_dice=min_dice)
-    with dsl.If(gate.output == True, "quality-floor-cleared"):  # noqa: E712 (KFP condition syntax)
-        promotion = promote_op(registered=registered.output, settings_overrides=settings_overrides)
-    for task in (validation, training, evaluation, registered, gate, promotion):
+    gate = retrain_gate_op(validation=validation.output, settings_overrides=settings_overrides, force=force)
+    tasks = [validation, gate]
+    with dsl.If(gate.outputs["should_train"] == True, "enough-new-annotations"):  # noqa: E712
+        training = train_op(
+            validation=validation.output,
+            settings_overrides=settings_overrides,
+            warm_start_from=gate.outputs["warm_start_from"],
+        )
+        evaluation = evaluate_op(training=training.output, settings_overrides=settings_overrides)
+        registered = register_op(
+            training=training.output, evaluation=evaluation.output, settings_overrides=settings_overrides
+        )
+        floor = quality_gate_op(evaluation=evaluation.output, min_dice=min_dice)
+        with dsl.If(floor.output == True, "quality-floor-cleared"):  # noqa: E712 (KFP condition syntax)
+            promotion = promote_op(registered=registered.output, settings_overrides=settings_overrides)
+        tasks += [training, evaluation, registered, floor, promotion]
+    with dsl.Else("too-few-new-annotations"):
+        skipped = retrain_skipped_op(decision=gate.outputs["decision"])
+        tasks.append(skipped)
+    for task in tasks:
         task.set_caching_options(False)
         _with_cluster_environment(task)
     return TrainingOutputs(
         validation=validation.output,
-        training=training.output,
-        evaluation=evaluation.output,
-        registered=registered.output,
+        decision=gate.outputs["decision"],
+        training=dsl.OneOf(training.output, skipped.output),
+        evaluation=dsl.OneOf(evaluation.output, skipped.output),
+        registered=dsl.OneOf(registered.output, skipped.output),
     )
 
 

@@ -41,15 +41,55 @@ def settings_payload(settings: Settings) -> dict[str, Any]:
 
 
 def run_training_pipeline(
-    settings: Settings, source: str, batch: str, min_dice: float = 0.0
+    settings: Settings, source: str, batch: str, min_dice: float = 0.0, force: bool = False
 ) -> dict[str, Any]:
-    """Run validate → train → evaluate → register → promote locally; returns what the run produced."""
+    """Run validate → retrain gate → (train → evaluate → register → promote) locally; returns what the
+    run produced, with ``retrain`` saying whether it trained and why.
+
+    Training runs only when enough annotated images arrived since the champion's dataset version
+    (``promotion.retrain_min_new_images``) or ``force``; otherwise ``training``, ``evaluation`` and
+    ``registered`` hold ``{"skipped": true, "reason": ...}``.
+    """
     _init_local(settings)
     source_uri = source if "://" in source else str(Path(source).resolve())
     run = training_pipeline(
-        source=source_uri, batch=batch, settings_overrides=settings_payload(settings), min_dice=min_dice
+        source=source_uri,
+        batch=batch,
+        settings_overrides=settings_payload(settings),
+        min_dice=min_dice,
+        force=force,
     )
-    return {"pipeline": "training", "source": source_uri, "batch": batch, **dict(run.outputs)}
+    outputs = dict(run.outputs)
+    summary = retrain_summary(outputs)
+    logger.info("Training pipeline: %s", summary)
+    return {"pipeline": "training", "source": source_uri, "batch": batch, "retrain": summary, **outputs}
+
+
+def trained(outputs: dict[str, Any]) -> bool:
+    """Whether a training pipeline run trained a model (its retrain gate let it)."""
+    return not outputs["training"].get("skipped", False)
+
+
+def retrain_summary(outputs: dict[str, Any]) -> str:
+    """The retrain gate's decision in one line: ``trained: N new annotated images ≥ threshold T; ...``
+    or ``skipped: <why>``."""
+    decision = outputs["decision"]
+    if not trained(outputs):
+        return f"skipped: {decision['reason']}"
+    count, threshold = int(float(decision["new_annotated_images"])), int(float(decision["threshold"]))
+    comparison = "<" if count < threshold else "≥"
+    forced = " (forced)" if decision.get("forced") else ""
+    since = (
+        f"since champion v{decision['champion_version']}"
+        if decision.get("champion_version")
+        else "(no champion)"
+    )
+    start = decision.get("warm_start_reason", "")
+    version = outputs["registered"].get("version")
+    return (
+        f"trained{forced}: {count} new annotated images {since} {comparison} threshold {threshold}; "
+        f"{start}; registered version {version}"
+    )
 
 
 def run_inference_pipeline(

@@ -326,10 +326,15 @@ def pipeline_run(
     batch: Annotated[str, typer.Option(help="Batch name (training pipeline).")] = "incoming",
     model: Annotated[str, typer.Option(help="Model alias for inference.")] = "champion",
     min_dice: Annotated[float, typer.Option(help="Quality floor for promotion (test mean Dice).")] = 0.0,
+    force: Annotated[
+        bool, typer.Option("--force", help="Train whatever the count of new annotated images (training).")
+    ] = False,
     profile: ProfileOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Run a pipeline locally with kfp.local (the same components a cluster runs)."""
+    """Run a pipeline locally with kfp.local (the same components a cluster runs). The training pipeline
+    trains only when enough annotated images arrived since the champion's dataset version
+    (ORTHOSEG_PROMOTION__RETRAIN_MIN_NEW_IMAGES) or with --force; its `retrain` line says which and why."""
     from pipelines.runner import run_inference_pipeline, run_training_pipeline
 
     settings = _training_settings(profile) if name is PipelineName.training else Settings()
@@ -337,7 +342,7 @@ def pipeline_run(
         _run(
             as_json,
             "training pipeline",
-            lambda progress: run_training_pipeline(settings, source, batch, min_dice=min_dice),
+            lambda progress: run_training_pipeline(settings, source, batch, min_dice=min_dice, force=force),
             None,
         )
     else:

@@ -28,6 +28,8 @@ class DemoProfile(BaseModel):
         training_profile: the training profile (``orthoseg.profiles``) that fills unset settings.
         preprocess: preprocessing settings over the profile's.
         train: training settings over the profile's.
+        promotion: promotion settings over the configured ones (``retrain_min_new_images``: the demo's
+            first run has no champion, so every labelled image counts as new and must reach it).
         seed: simulator seed.
     """
 
@@ -38,6 +40,7 @@ class DemoProfile(BaseModel):
     training_profile: str
     preprocess: dict[str, Any] = {}
     train: dict[str, Any] = {}
+    promotion: dict[str, Any] = {}
     seed: int = 7
 
 
@@ -59,6 +62,7 @@ PROFILES: dict[str, DemoProfile] = {
         training_profile="demo",
         preprocess={"canvas_px": 96, "spacing_mm": 3.0},
         train={"epochs": 2, "network_channels": (8, 16, 32), "warmup_epochs": 0.0},
+        promotion={"retrain_min_new_images": 6},  # 12 films: below the default threshold of 20
         seed=11,  # a seed whose 12 patients fall into all three splits (train 8, val 2, test 2)
     ),
 }
@@ -79,6 +83,7 @@ class DemoResult(BaseModel):
     model_name: str
     model_version: str
     champion_version: str | None
+    retrain: str
     promotion: str
     test_dice: dict[str, float]
     test_dice_mean: float
@@ -100,7 +105,11 @@ def demo_settings(settings: Settings, profile: DemoProfile) -> Settings:
     """
     given = settings.model_dump(mode="json", exclude_unset=True, exclude={"pseudonym_salt"})
     sections = {}
-    for section, values in (("preprocess", profile.preprocess), ("train", profile.train)):
+    for section, values in (
+        ("preprocess", profile.preprocess),
+        ("train", profile.train),
+        ("promotion", profile.promotion),
+    ):
         sections[section] = {**values, **given.pop(section, {})}
     return Settings(
         **given,
@@ -118,7 +127,7 @@ def demo_promotion_policy(settings: Settings) -> Settings:
 
     from orthoseg.promotion_policy import policy_from_settings
 
-    if "promotion" in settings.model_fields_set:
+    if "policy_path" in settings.promotion.model_fields_set:
         return settings
     policy = policy_from_settings(settings).policy.model_copy(update={"min_dice_mean": 0.0})
     path = Path(settings.work_dir).expanduser().resolve() / "demo-promotion.yaml"
@@ -193,15 +202,26 @@ def summarize_demo(
     champion_version: str | None,
     started: float,
 ) -> DemoResult:
-    """Collect the pipelines' outputs into one result (counts arrive as JSON numbers)."""
+    """Collect the pipelines' outputs into one result (counts arrive as JSON numbers).
+
+    When the retrain gate skipped training (a second demo on the same store brings no new annotated
+    images), the model is the champion and its test Dice comes from its registry tags.
+    """
+    from pipelines.runner import retrain_summary, trained
+
     store = store_from_settings(settings)
     validation = training["validation"]
-    evaluation = training["evaluation"]
-    registered = training["registered"]
     inferred = inference["inference"]
-    version = str(registered["version"])
-    promotion = "champion" if champion_version == version else "challenger (did not beat the champion)"
-    dice = {name: float(evaluation["dice"].get(name, float("nan"))) for name in STRUCTURE_NAMES}
+    if trained(training):
+        evaluation = training["evaluation"]
+        version = str(training["registered"]["version"])
+        promotion = "champion" if champion_version == version else "challenger (did not beat the champion)"
+        dice = {name: float(evaluation["dice"].get(name, float("nan"))) for name in STRUCTURE_NAMES}
+        dice_mean = float(evaluation["dice_mean"])
+    else:
+        version = str(champion_version)
+        promotion = "champion (unchanged: training was skipped)"
+        dice, dice_mean = _registered_dice(settings, champion_version)
     return DemoResult(
         profile=profile_name,
         files_total=_int(validation["files_total"]),
@@ -212,9 +232,10 @@ def summarize_demo(
         model_name=settings.model_name,
         model_version=version,
         champion_version=champion_version,
+        retrain=retrain_summary(training),
         promotion=promotion,
         test_dice=dice,
-        test_dice_mean=float(evaluation["dice_mean"]),
+        test_dice_mean=dice_mean,
         images_inferred=_int(inferred["images_inferred"]) + _int(inferred.get("images_skipped")),
         images_failed=_int(inferred["images_failed"]),
         store=store.uri,
@@ -227,6 +248,19 @@ def summarize_demo(
     )
 
 
+def _registered_dice(settings: Settings, version: str | None) -> tuple[dict[str, float], float]:
+    """Test Dice per structure and mean from a registered version's tags (NaN where absent)."""
+    from orthoseg.registry import DICE_TAG, tracking_client
+
+    tags = (
+        tracking_client(settings).get_model_version(settings.model_name, version).tags
+        if version is not None
+        else {}
+    )
+    dice = {name: float(tags.get(f"test_dice_{name}", "nan")) for name in STRUCTURE_NAMES}
+    return dice, float(tags.get(DICE_TAG, "nan"))
+
+
 def render_demo_table(result: DemoResult) -> Table:
     """The demo's closing table: what went in, what was learned, what came out, where to look."""
     table = Table(title=f"orthoseg demo ({result.profile}) — {result.seconds:.0f} s", show_header=False)
@@ -236,6 +270,7 @@ def render_demo_table(result: DemoResult) -> Table:
     table.add_row("files accepted / quarantined", f"{result.files_accepted} / {result.files_quarantined}")
     table.add_row("quarantine reasons", reasons)
     table.add_row("dataset version", str(result.dataset_version))
+    table.add_row("retraining", result.retrain)
     table.add_row("model", f"{result.model_name} v{result.model_version} → {result.promotion}")
     for name, value in result.test_dice.items():
         table.add_row(f"  test Dice {name}", f"{value:.3f}")

@@ -5,7 +5,8 @@ Training costs an hour on the standard profile; a handful of new films cannot mo
 images the newest training dataset holds that the champion's dataset version did not (datasets accumulate,
 so this is a difference of SOPInstanceUIDs), and trains, evaluates, registers and promotes (through the
 benchmark gate) only when that count reaches ``Settings.promotion.retrain_min_new_images``. Otherwise it
-returns, saying why.
+returns, saying why. ``decide_retrain`` is that decision alone, without training: ``retrain`` acts on it,
+and so does the training pipeline's gate step (``components.steps.retrain_gate_op``).
 
 The new model starts from the champion's weights (a warm start: it need not re-learn what the champion
 knows) when the champion's network is the configured one; from scratch when there is no champion, its
@@ -32,7 +33,10 @@ class RetrainOutcome(BaseModel):
     """What ``retrain`` decided and, when it trained, what came of it.
 
     Attributes:
-        trained: whether a model was trained (False: not enough new annotations, or a dry run).
+        trained: whether a model was trained (False: not enough new annotations, a dry run, or only
+            the decision, ``decide_retrain``).
+        should_train: the decision: enough new annotated images, or ``force``.
+        forced: training was forced although the count is below the threshold.
         reason: one sentence a person can read.
         dataset_version: the newest training dataset version.
         champion_version: the @champion the count is relative to (None: no champion yet).
@@ -49,6 +53,8 @@ class RetrainOutcome(BaseModel):
     """
 
     trained: bool
+    should_train: bool = False
+    forced: bool = False
     reason: str
     dataset_version: str
     champion_version: str | None = None
@@ -82,6 +88,86 @@ def count_new_annotated_images(settings: Settings, dataset_version: str, since_v
     return len(labelled - before)
 
 
+def decide_retrain(
+    settings: Settings,
+    dataset_version: str | None = None,
+    force: bool = False,
+    from_scratch: bool = False,
+) -> RetrainOutcome:
+    """Decide, without training, whether to retrain on ``dataset_version`` and from which weights.
+
+    The decision ``retrain`` acts on (and the training pipeline's gate step): counts the annotated
+    images added since the champion's dataset version, compares the count with
+    ``Settings.promotion.retrain_min_new_images``, and, when it will train, chooses the warm start.
+
+    Args:
+        settings: the store, the registry and ``promotion.retrain_min_new_images``.
+        dataset_version: the training dataset version (None: the newest).
+        force: train whatever the count.
+        from_scratch: do not start from the champion's weights even when its architecture matches.
+
+    Returns:
+        ``trained`` False; ``should_train`` the decision; ``reason`` why; ``warm_start_from`` the model
+        whose weights would start training (None: from scratch, or not training).
+
+    Raises:
+        orthoseg.dataset.DatasetError: when there is no training dataset version at all.
+    """
+    outcome, _, _ = _decide(settings, dataset_version, force=force, from_scratch=from_scratch)
+    return outcome
+
+
+def _decide(
+    settings: Settings,
+    dataset_version: str | None,
+    force: bool,
+    from_scratch: bool,
+    dry_run: bool = False,
+    validated: list[str] | None = None,
+) -> tuple[RetrainOutcome, WarmStart | None, str]:
+    """``decide_retrain``, plus the warm start's loaded weights (so training need not download them
+    again) and the count in words for training's log; ``dry_run`` only changes the wording ("would
+    train")."""
+    from orthoseg.dataset import resolve_dataset_version
+    from orthoseg.registry import CHAMPION, alias_version, tracking_client
+
+    dataset_version = resolve_dataset_version(settings, dataset_version)
+    champion = alias_version(tracking_client(settings), settings.model_name, CHAMPION)
+    champion_dataset = champion.tags.get("dataset_version") if champion is not None else None
+    new_images = count_new_annotated_images(settings, dataset_version, champion_dataset)
+    threshold = settings.promotion.retrain_min_new_images
+    since = (
+        f"since champion v{champion.version}'s dataset {champion_dataset}" if champion else "(no champion)"
+    )
+    enough = new_images >= threshold
+    outcome = RetrainOutcome(
+        trained=False,
+        should_train=enough or force,
+        forced=force and not enough,
+        reason="",
+        dataset_version=dataset_version,
+        champion_version=str(champion.version) if champion is not None else None,
+        champion_dataset_version=champion_dataset,
+        new_annotated_images=new_images,
+        threshold=threshold,
+        validated=validated or [],
+    )
+    counted = f"{new_images} new annotated images in {dataset_version} {since}"
+    verdict = "reach" if enough else "are below"
+    warm_start = None
+    if outcome.should_train:
+        warm_start = choose_warm_start(settings, champion, from_scratch)
+        outcome.warm_start_from = warm_start.uri
+        outcome.warm_start_reason = warm_start.reason
+        forced = "" if enough else ", but training is forced"
+        action = f"{'would train' if dry_run else 'training'} {outcome.warm_start_reason}"
+        outcome.reason = f"{counted} {verdict} the threshold {threshold}{forced}: {action}"
+    else:
+        outcome.reason = f"{counted} {verdict} the threshold {threshold}: not training"
+    logger.info(outcome.reason)
+    return outcome, warm_start, f"{counted} (threshold {threshold}{', forced' * force})"
+
+
 def retrain(
     settings: Settings,
     batches: list[tuple[str, str]] | None = None,
@@ -90,7 +176,7 @@ def retrain(
     from_scratch: bool = False,
 ) -> RetrainOutcome:
     """Validate the given batches, then train, evaluate, register and promote when enough new annotated
-    images arrived since the champion's dataset version.
+    images arrived since the champion's dataset version (the decision is ``decide_retrain``'s).
 
     Args:
         settings: everything training needs, and ``promotion.retrain_min_new_images``.
@@ -102,51 +188,18 @@ def retrain(
     Raises:
         orthoseg.dataset.DatasetError: when there is no training dataset version at all.
     """
-    from orthoseg.dataset import resolve_dataset_version
-    from orthoseg.registry import CHAMPION, alias_version, tracking_client
-
     validated = []
     for source, batch in batches or []:
         from orthoseg.validation import validate_batch
 
         summary = validate_batch(settings, source, batch, "training")
         validated.append(str(summary.dataset_version))
-    dataset_version = resolve_dataset_version(settings, None)
-    champion = alias_version(tracking_client(settings), settings.model_name, CHAMPION)
-    champion_dataset = champion.tags.get("dataset_version") if champion is not None else None
-    new_images = count_new_annotated_images(settings, dataset_version, champion_dataset)
-    threshold = settings.promotion.retrain_min_new_images
-    since = (
-        f"since champion v{champion.version}'s dataset {champion_dataset}" if champion else "(no champion)"
+    outcome, warm_start, why = _decide(
+        settings, None, force=force, from_scratch=from_scratch, dry_run=dry_run, validated=validated
     )
-    enough = new_images >= threshold
-    outcome = RetrainOutcome(
-        trained=False,
-        reason="",
-        dataset_version=dataset_version,
-        champion_version=str(champion.version) if champion is not None else None,
-        champion_dataset_version=champion_dataset,
-        new_annotated_images=new_images,
-        threshold=threshold,
-        validated=validated,
-    )
-    counted = f"{new_images} new annotated images in {dataset_version} {since}"
-    warm_start = None
-    if enough or force:
-        warm_start = choose_warm_start(settings, champion, from_scratch)
-        outcome.warm_start_from = warm_start.uri
-        outcome.warm_start_reason = warm_start.reason
-    if dry_run or not (enough or force):
-        verdict = "reach" if enough else "are below"
-        action = (
-            f"would train {outcome.warm_start_reason}" if dry_run and (enough or force) else "not training"
-        )
-        outcome.reason = f"{counted} {verdict} the threshold {threshold}: {action}"
-        logger.info(outcome.reason)
+    if dry_run or not outcome.should_train:
         return outcome
-    return _train_and_promote(
-        settings, outcome, f"{counted} (threshold {threshold}{', forced' * force})", warm_start
-    )
+    return _train_and_promote(settings, outcome, why, warm_start)
 
 
 def choose_warm_start(settings: Settings, champion: ModelVersion | None, from_scratch: bool) -> WarmStart:

@@ -48,6 +48,13 @@ def test_every_file_is_accounted_for(demo_run: tuple[dict, Path]) -> None:
     assert sum(summary["quarantine_reasons"].values()) >= profile.broken_files
 
 
+def test_the_first_run_trains_because_every_labelled_film_is_new(demo_run: tuple[dict, Path]) -> None:
+    summary, _ = demo_run
+    # No champion yet: every accepted film counts, and the tiny profile's threshold is 6.
+    assert summary["retrain"].startswith("trained: ")
+    assert "(no champion) ≥ threshold 6; from scratch: there is no champion" in summary["retrain"]
+
+
 def test_registry_has_a_champion_with_dice_tags(demo_run: tuple[dict, Path]) -> None:
     summary, root = demo_run
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")

@@ -73,6 +73,8 @@ def test_pipeline_compile_writes_kfp_yaml(tmp_path: Path) -> None:
     executors = training["deploymentSpec"]["executors"]
     assert {
         "exec-validate-op",
+        "exec-retrain-gate-op",
+        "exec-retrain-skipped-op",
         "exec-train-op",
         "exec-evaluate-op",
         "exec-register-op",
@@ -81,7 +83,10 @@ def test_pipeline_compile_writes_kfp_yaml(tmp_path: Path) -> None:
     for executor in executors.values():
         assert executor["container"]["image"].startswith("ghcr.io/orthoseg/orthoseg")
         assert "pip install" not in " ".join(executor["container"].get("command", []))
-    assert "condition" in json.dumps(training["root"]["dag"])  # promotion sits under dsl.If
+    dag = json.dumps(training["root"]["dag"])
+    assert "condition" in dag  # training sits under dsl.If (the retrain gate), promotion under another
+    assert "valueFromOneof" in json.dumps(training)  # the outputs exist whichever branch ran
+    assert {"force", "min_dice"} <= set(training["root"]["inputDefinitions"]["parameters"])
     # On a cluster, steps take ORTHOSEG_* from a ConfigMap and S3 credentials from a Secret.
     kubernetes = json.dumps(platform["platforms"]["kubernetes"])
     assert "orthoseg-config" in kubernetes and "orthoseg-s3" in kubernetes

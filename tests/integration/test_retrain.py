@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from mlflow import MlflowClient
 
 from orthoseg.dataset import read_manifest
 from orthoseg.promotion import promote_model
-from orthoseg.retrain import count_new_annotated_images, retrain
+from orthoseg.retrain import count_new_annotated_images, decide_retrain, retrain
 from orthoseg.settings import Settings
 from orthoseg.storage import join_key, store_from_settings
 from tests.integration._dataset_helpers import write_dataset_version
@@ -75,6 +76,26 @@ def test_below_the_threshold_it_does_not_train_and_says_why(grown: Settings) -> 
     assert "below the threshold 20" in outcome.reason and outcome.run_id is None
     dry = retrain(_with_threshold(grown, ADDED), dry_run=True)
     assert not dry.trained and "reach the threshold" in dry.reason and "would train" in dry.reason
+
+
+def test_the_decision_alone_trains_nothing_and_names_the_warm_start(grown: Settings) -> None:
+    """``decide_retrain`` (the training pipeline's gate) decides as ``retrain`` does, without training."""
+    tracking = MlflowClient(grown.mlflow_uri)
+    experiments = [e.experiment_id for e in tracking.search_experiments()]
+    runs_before = len(tracking.search_runs(experiments))
+    below = decide_retrain(grown, GROWN)
+    assert (below.should_train, below.trained, below.new_annotated_images) == (False, False, ADDED)
+    assert below.warm_start_from is None and "below the threshold 20: not training" in below.reason
+    enough = decide_retrain(_with_threshold(grown, ADDED), GROWN)
+    assert (enough.should_train, enough.trained, enough.forced) == (True, False, False)
+    assert enough.warm_start_from == "models:/orthoseg-knee/1"
+    assert "reach the threshold 8: training from champion v1's weights" in enough.reason
+    forced = decide_retrain(grown, None, force=True, from_scratch=True)
+    assert (forced.should_train, forced.forced, forced.dataset_version) == (True, True, GROWN)
+    assert forced.warm_start_from is None
+    assert "below the threshold 20, but training is forced: training from scratch, as asked" in forced.reason
+    experiments = [e.experiment_id for e in tracking.search_experiments()]
+    assert len(tracking.search_runs(experiments)) == runs_before  # nothing trained
 
 
 def test_the_command_exits_cleanly_when_there_is_too_little_new_data(grown: Settings) -> None:
