@@ -3,13 +3,17 @@
 The axis of a long bone on a radiograph is the line through the midpoints of its diaphysis: at set
 distances from the joint the shaft is cut perpendicular to the current axis estimate, the midpoint
 between its two outer cortices is taken, and a straight line is fitted through the midpoints. The cut
-direction is refined twice with the fitted axis. Levels that reach the film's edge or the collimator's
-shadow (``orthoseg.measure.field``) are cut there and dropped, as are levels narrower than a share of the
-median width (the bone's end); too little shaft left refuses the axis.
+direction is refined with the fitted axis until it settles (``MAX_REFINEMENTS``, ``SETTLED_DEG``): the
+rough start, the joint's bisector, is 20 degrees or more off either bone of a flexed knee on a lateral
+film. Levels that reach the film's edge or the collimator's shadow (``orthoseg.measure.field``) are cut
+there and dropped, as are levels narrower than a share of the median width (the bone's end); too little
+shaft left refuses the axis. Metaphyseal levels (wider than the shaft) whose midpoints drift off the
+diaphysis' line are left out when enough diaphysis shows (``_diaphysis``).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +21,21 @@ import numpy as np
 from orthoseg.measure.config import MeasurementConfig
 from orthoseg.measure.field import NO_MARGINS, FieldMargins, near_field_edge
 from orthoseg.measure.geometry import Spacing, normal_of, points_mm, unit
+
+# Refinement rounds of the cut direction: at most this many, and done once a round turns the axis by
+# less than ``SETTLED_DEG`` (at least three rounds always run).
+MAX_REFINEMENTS = 12
+SETTLED_DEG = 0.02
+# Shaft levels more than this (mm) wider than the narrowest level are metaphysis (``_diaphysis``); the
+# narrowest is this quantile of the level widths.
+FLARE_MM = 1.0
+FLARE_QUANTILE = 0.05
+# Metaphyseal levels whose midpoints lie further than this (mm, on average) off the line through the
+# diaphysis' levels are left out of the fit.
+FLARE_DRIFT_MM = 0.15
+# The metaphysis is left out only when this much (mm) of narrow shaft remains: a shorter stretch gives a
+# noisier direction than the drift it removes.
+DIAPHYSIS_MIN_MM = 40.0
 
 
 @dataclass(frozen=True)
@@ -32,6 +51,12 @@ class ShaftAxis:
         levels: number of levels used.
         start_mm: distance from the joint of the first level (below ``axis_start_mm`` when the film shows
             too little shaft: the fit then reaches into the metaphysis and is flagged ``short``).
+        configured_start_mm: ``axis_start_mm`` of the configuration the fit ran with.
+        flaring: the film shows less than ``axis_min_length_mm`` of shaft whose width is within
+            ``FLARE_MM`` of its narrowest level: the whole fit lies in the metaphysis, whose walls are
+            not symmetric about the axis on every film (the tibia's posterior wall flares more than
+            its anterior one on a lateral film and tilts such an axis by 1-3 degrees; the femur's
+            does not), so the caller may flag what is measured against it.
     """
 
     direction: np.ndarray
@@ -41,6 +66,7 @@ class ShaftAxis:
     levels: int
     start_mm: float
     configured_start_mm: float = 0.0
+    flaring: bool = False
 
     @property
     def short(self) -> bool:
@@ -85,6 +111,59 @@ def _midpoints(
     return centre_t[keep_level], ((low + high) / 2)[keep_level], width[keep_level]
 
 
+def _first_level(
+    points: np.ndarray,
+    on_border: np.ndarray,
+    origin: np.ndarray,
+    direction: np.ndarray,
+    config: MeasurementConfig,
+) -> float | None:
+    """Distance from the joint of the first shaft level along ``direction``, None when too little shaft.
+
+    Levels start at ``axis_start_mm``, or closer to the joint (never closer than ``axis_min_start_mm``)
+    when the film shows too little shaft beyond it for ``axis_min_length_mm`` of fit.
+    """
+    along = (points - origin) @ direction
+    visible = float(np.percentile(along, 99.5))
+    needed = config.axis_min_length_mm + 2 * config.axis_step_mm
+    cut = along[on_border & (along > config.axis_min_start_mm)]
+    if len(cut):
+        # Levels from where the field's edge first touches the bone on are cut: the shaft ends there,
+        # and a refined (tilted) cut direction may lose a level or two more to an oblique edge.
+        visible = min(visible, float(np.percentile(cut, 0.5)))
+        needed += 2 * config.axis_step_mm
+    start = min(config.axis_start_mm, visible - needed)
+    return None if start < config.axis_min_start_mm else start
+
+
+def _diaphysis(
+    t: np.ndarray, s: np.ndarray, width: np.ndarray, config: MeasurementConfig
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """The levels to fit, and whether the film shows too little straight-walled shaft to tell.
+
+    Levels wider than the narrowest (its ``FLARE_QUANTILE``, robust to one bad level) by more than
+    ``FLARE_MM`` are metaphysis. Where its two walls flare alike (medial and lateral on AP) its
+    midpoints stay on the diaphysis' line and help the fit; where one flares more (the tibia's posterior
+    wall on a lateral film) they drift off it and tilt the axis. So with at least ``axis_min_length_mm``
+    of narrow shaft, the metaphyseal levels are kept only when their midpoints lie within
+    ``FLARE_DRIFT_MM`` (on average) of the line through the narrow ones. With less, all levels are kept
+    and the fit is marked ``flaring``.
+    """
+    narrow = width <= float(np.quantile(width, FLARE_QUANTILE)) + FLARE_MM
+    if narrow.all():
+        return t, s, False
+    span = float(t[narrow].max() - t[narrow].min()) if narrow.sum() >= 3 else 0.0
+    if span < config.axis_min_length_mm:
+        return t, s, True
+    if span < DIAPHYSIS_MIN_MM:
+        return t, s, False
+    slope, intercept = np.polyfit(t[narrow], s[narrow], 1)
+    drift = float(np.mean(s[~narrow] - (intercept + slope * t[~narrow])))
+    if abs(drift) > FLARE_DRIFT_MM:
+        return t[narrow], s[narrow], False
+    return t, s, False
+
+
 def fit_shaft_axis(
     mask: np.ndarray,
     spacing: Spacing,
@@ -116,20 +195,15 @@ def fit_shaft_axis(
     on_border = near_field_edge(rows, cols, mask.shape, field, reach)
     direction = unit(np.asarray(away_from_joint, dtype=np.float64))
     origin = np.asarray(joint_point, dtype=np.float64)
-    along = (points - origin) @ direction
-    visible = float(np.percentile(along, 99.5))
-    needed = config.axis_min_length_mm + 2 * config.axis_step_mm
-    cut = along[on_border & (along > config.axis_min_start_mm)]
-    if len(cut):
-        # Levels from where the field's edge first touches the bone on are cut: the shaft ends there,
-        # and a refined (tilted) cut direction may lose a level or two more to an oblique edge.
-        visible = min(visible, float(np.percentile(cut, 0.5)))
-        needed += 2 * config.axis_step_mm
-    start = min(config.axis_start_mm, visible - needed)
-    if start < config.axis_min_start_mm:
-        return None
     result: ShaftAxis | None = None
-    for _ in range(3):
+    for round_ in range(MAX_REFINEMENTS):
+        # The visible shaft and the first level follow the current direction: a rough start (the
+        # joint's bisector of a flexed knee is 20 degrees or more off either bone) cuts the shaft
+        # obliquely, and oblique cuts through a tapering bone shift the midpoints, so each round only
+        # removes part of the error. Refine until the direction settles.
+        start = _first_level(points, on_border, origin, direction, config)
+        if start is None:
+            return None
         t, s, width = _midpoints(points, origin, direction, start, config, on_border)
         if len(t) < 3:
             return None
@@ -138,18 +212,28 @@ def fit_shaft_axis(
         if solid.sum() > 2:
             last = np.nonzero(solid)[0][-1]
             solid[last] = False
-        t, s = t[solid], s[solid]
+        t, s, width = t[solid], s[solid], width[solid]
         if len(t) < 3 or float(t.max() - t.min()) < config.axis_min_length_mm:
             return None
+        t, s, flaring = _diaphysis(t, s, width, config)
         slope, intercept = np.polyfit(t, s, 1)
         residual = float(np.sqrt(np.mean((s - (intercept + slope * t)) ** 2)))
         normal = normal_of(direction)
         new_direction = unit(direction + slope * normal)
         point = origin + intercept * normal
         result = ShaftAxis(
-            new_direction, point, float(t.max() - t.min()), residual, len(t), start, config.axis_start_mm
+            new_direction,
+            point,
+            float(t.max() - t.min()),
+            residual,
+            len(t),
+            start,
+            config.axis_start_mm,
+            flaring,
         )
         direction = new_direction
+        if round_ >= 2 and abs(math.degrees(math.atan(slope))) < SETTLED_DEG:
+            break
     return result
 
 

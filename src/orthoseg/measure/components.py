@@ -15,6 +15,7 @@ import math
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
 
 from orthoseg.measure.geometry import Spacing, normal_of, points_mm, theil_sen, unit
 
@@ -99,6 +100,24 @@ def tray_line(mask: np.ndarray, spacing: Spacing, up: np.ndarray, trim_mm: float
     return unit(across + slope * up)
 
 
+# Bone or cement counts as facing a cut only this far (mm) inside the component's convex hull.
+HULL_MARGIN_MM = 0.5
+# Pieces of that bone smaller than this share of the largest do not lie in the U.
+INNER_PIECE_FRACTION = 0.2
+
+
+def inside_hull(shape_points: np.ndarray, points: np.ndarray, margin: float) -> np.ndarray:
+    """True for each of ``points`` lying more than ``margin`` inside the convex hull of ``shape_points``
+    (all (N, 2) in mm); all True when the hull is degenerate."""
+    try:
+        hull = ConvexHull(shape_points)
+    except QhullError:
+        return np.ones(len(points), dtype=bool)
+    # Each facet: normal . x + offset <= 0 inside, with a unit normal (distance in mm).
+    signed = points @ hull.equations[:, :2].T + hull.equations[:, 2]
+    return np.max(signed, axis=1) < -margin
+
+
 def cut_axis(
     component: np.ndarray,
     bone: np.ndarray,
@@ -117,12 +136,27 @@ def cut_axis(
     is the axis. Straight runs, not local gradients (which lean toward the pixel grid's diagonals),
     decide; distal cuts and chamfers, whose angles differ between designs, add no sharp peak. Only
     edges within ``reach_mm`` of the component's distal end count: a revision stem follows the canal,
-    not the box.
+    not the box. Only edges facing bone or cement inside the component's U count (the piece of it more
+    than ``HULL_MARGIN_MM`` inside the component's convex hull): a resurfaced patella's cement mantle
+    against the outer face of the flange, a straight run at another angle, once outscored the cuts.
     """
     if np.count_nonzero(component) < 50:
         return None
     boundary = component & ~ndimage.binary_erosion(component)
-    edge = boundary & ndimage.binary_dilation(bone, iterations=2)
+    # The cuts face bone inside the component's U (its convex hull); the outer (articular) surface can
+    # touch cement that is not the femur's (a resurfaced patella's mantle lies against the flange).
+    bone_rows, bone_cols = np.nonzero(bone)
+    bone_points = np.stack([bone_rows * spacing[0], bone_cols * spacing[1]], axis=1)
+    inner = np.zeros_like(bone, dtype=bool)
+    within = inside_hull(points_mm(component, spacing), bone_points, HULL_MARGIN_MM)
+    inner[bone_rows[within], bone_cols[within]] = True
+    # What lies in the U is one piece (bone, its cement, around the lugs or box); a thin sliver between
+    # the rounded outer surface and the hull (the patella's cement) is a separate small piece.
+    labels, count = ndimage.label(inner)
+    if count > 1:
+        sizes = np.bincount(labels.ravel())[1:]
+        inner = np.isin(labels, 1 + np.nonzero(sizes >= INNER_PIECE_FRACTION * sizes.max())[0])
+    edge = boundary & ndimage.binary_dilation(inner, iterations=2)
     rows, cols = np.nonzero(edge)
     if len(rows) < 20:
         return None
