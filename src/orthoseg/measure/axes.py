@@ -170,7 +170,7 @@ def fit_shaft_axis(
     joint_point: np.ndarray,
     away_from_joint: np.ndarray,
     config: MeasurementConfig | None = None,
-    field: FieldMargins = NO_MARGINS,
+    field: FieldMargins | np.ndarray = NO_MARGINS,
 ) -> ShaftAxis | None:
     """Fit the anatomical axis of one long bone.
 
@@ -180,7 +180,8 @@ def fit_shaft_axis(
         joint_point: a point at the joint line (mm); levels are measured from here.
         away_from_joint: rough direction along the bone away from the joint.
         config: thresholds (``axis_*``).
-        field: the collimator's shadow along each edge (``orthoseg.measure.field``); a level reaching
+        field: the collimator's shadow along each edge, or the exposed-field mask of
+            ``orthoseg.measure.field.detect_field`` (which follows a turned shutter); a level reaching
             within ``axis_field_edge_mm`` of it, or of the image's edge, is cut and not used.
 
     Returns:

@@ -11,7 +11,7 @@ from orthoseg.measure.axes import ShaftAxis, fit_shaft_axis, joint_centre
 from orthoseg.measure.category import classify
 from orthoseg.measure.config import MeasurementConfig
 from orthoseg.measure.drawing import MeasurementDrawing
-from orthoseg.measure.field import NO_MARGINS, FieldMargins, field_margins_px
+from orthoseg.measure.field import NO_MARGINS, FieldMargins, detect_field
 from orthoseg.measure.geometry import Spacing, angle_from_vertical_deg
 from orthoseg.measure.joint_space import joint_spaces
 from orthoseg.measure.lucency import frame_for, texture_noise, zone_widths
@@ -49,7 +49,11 @@ class _Record:
 
 
 def _axes(
-    masks: np.ndarray, spacing: Spacing, config: MeasurementConfig, record: _Record, field: FieldMargins
+    masks: np.ndarray,
+    spacing: Spacing,
+    config: MeasurementConfig,
+    record: _Record,
+    field: FieldMargins | np.ndarray,
 ):
     femur, tibia = masks[CHANNEL["femur"]], masks[CHANNEL["tibia"]]
     centre, up = joint_centre(femur, tibia, spacing)
@@ -96,6 +100,12 @@ def _flag_angles_on_short_axes(
         on_short = [bone for bone in bones if bone in short]
         if on_short:
             record.flag(key, f"measured against a short {' and '.join(on_short)} axis")
+    # A lateral tibia fitted only in its flaring metaphysis (the posterior wall flares more than the
+    # anterior) reads the slope 1-3 degrees high: not a fact either.
+    slope = "tibial_slope_angle_deg"
+    if record.values.get(slope) is not None and tibia_axis is not None and tibia_axis.flaring:
+        if "tibia" not in short:
+            record.flag(slope, "tibial axis fitted in the flaring metaphysis")
 
 
 def _check(record: _Record, key: str, value: float | None, limit: float, centre: float = 0.0) -> None:
@@ -280,7 +290,8 @@ def _measure(
         return
     lateral_view = is_lateral_view(view_position)
     view = "LAT" if lateral_view else "AP"
-    field = field_margins_px(pixels) if pixels is not None else NO_MARGINS
+    # The exposed field as a mask: it follows a turned shutter and a cut corner exactly.
+    field = detect_field(pixels).mask() if pixels is not None else NO_MARGINS
     centre, up, femur_axis, tibia_axis = _axes(masks, spacing, config, record, field)
     if drawing is not None:
         for label, axis in (("femur axis", femur_axis), ("tibia axis", tibia_axis)):
