@@ -106,6 +106,32 @@ def _cylinder_interval(
     return lo, hi
 
 
+def _ray_coordinates(
+    q_base: np.ndarray, q_i: np.ndarray, q_j: np.ndarray, d: np.ndarray, rho: float
+) -> tuple[
+    np.ndarray, np.ndarray, tuple[np.ndarray, float], tuple[np.ndarray, float], tuple[np.ndarray, float]
+]:
+    """The section-plane ray direction g, the direction n across it, and three quantities linear in the
+    pixel (i, j), each as (coefficients, constant): the ray's offset across the axis (mm), the depth of
+    its closest approach to the axis (mm along the beam), and the lobe's t there."""
+    g = np.array([d[0], d[1]]) / rho
+    n = np.array([-g[1], g[0]])
+
+    def across(v: np.ndarray) -> float:
+        return float(v[0] * n[0] + v[1] * n[1])
+
+    def closest_tau(v: np.ndarray) -> float:
+        return float(-(v[0] * d[0] + v[1] * d[1]) / rho**2)
+
+    offset = (np.array([across(q_i), across(q_j)]), across(q_base))
+    tau_coef, tau_const = np.array([closest_tau(q_i), closest_tau(q_j)]), closest_tau(q_base)
+    t_at_tau = (
+        np.array([q_i[2] + tau_coef[0] * d[2], q_j[2] + tau_coef[1] * d[2]]),
+        q_base[2] + tau_const * d[2],
+    )
+    return g, n, offset, (tau_coef, tau_const), t_at_tau
+
+
 def _untilted_interval(
     p: Profile,
     q_base: np.ndarray,
@@ -117,27 +143,16 @@ def _untilted_interval(
     rho: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Rays across the axis (t constant along each ray): the chord of one cross-section, closed form."""
-    g = np.array([d[0], d[1]]) / rho  # in-section ray direction
-    n = np.array([-g[1], g[0]])  # in-section direction across the ray
-
-    # Offset across the ray, depth of the closest approach to the axis, and t there: all linear in (i, j).
-    def across(v: np.ndarray) -> float:
-        return float(v[0] * n[0] + v[1] * n[1])
-
-    def closest_tau(v: np.ndarray) -> float:
-        return float(-(v[0] * d[0] + v[1] * d[1]) / rho**2)
-
-    tau_star_coef = np.array([closest_tau(q_i), closest_tau(q_j)])
-    tau_star_const = closest_tau(q_base)
-    t_coef = np.array([q_i[2] + tau_star_coef[0] * d[2], q_j[2] + tau_star_coef[1] * d[2]])
-    t_const = q_base[2] + tau_star_const * d[2]
+    g, n, (off_coef, off_const), (tau_star_coef, tau_star_const), (t_coef, t_const) = _ray_coordinates(
+        q_base, q_i, q_j, d, rho
+    )
     tables = _lobe_tables(p, n, g, rho)
     # Index into the padded tables: 0 and n+1 are empty sections (rays past the ends find nothing).
     index = _linear(t_coef / p.dt, (t_const - p.t0) / p.dt + 1.5, rows, cols)
     np.clip(index, 0.0, len(p.rm) + 1.0, out=index)
     index = index.astype(np.intp)
     cs_t, inv_w_t, half_t, cg_t, kappa_t = (np.take(tables[k], index, mode="clip") for k in range(5))
-    off = _linear(np.array([across(q_i), across(q_j)]), across(q_base), rows, cols)
+    off = _linear(off_coef, off_const, rows, cols)
     off -= cs_t
     z = off * inv_w_t
     np.multiply(z, z, out=z)
@@ -246,22 +261,12 @@ def _tilted_interval(
     On grids finer than COARSE_MM the rays are solved every few pixels and interpolated in between
     (``_coarse_to_fine``).
     """
-    g = np.array([d[0], d[1]]) / rho
-    n = np.array([-g[1], g[0]])
+    g, n, (off_coef, off_const), (tau_coef, tau_const), (t_coef, t_const) = _ray_coordinates(
+        q_base, q_i, q_j, d, rho
+    )
     kt = float(d[2] / rho)
-
-    def across(v: np.ndarray) -> float:
-        return float(v[0] * n[0] + v[1] * n[1])
-
-    def closest_tau(v: np.ndarray) -> float:
-        return float(-(v[0] * d[0] + v[1] * d[1]) / rho**2)
-
-    tau_coef = np.array([closest_tau(q_i), closest_tau(q_j)])
-    tau_const = closest_tau(q_base)
-    t_coef = np.array([q_i[2] + tau_coef[0] * d[2], q_j[2] + tau_coef[1] * d[2]])
-    t_const = q_base[2] + tau_const * d[2]
     shape = (len(rows), len(cols))
-    s_all = _linear(np.array([across(q_i), across(q_j)]), across(q_base), rows, cols).ravel()
+    s_all = _linear(off_coef, off_const, rows, cols).ravel()
     # Index coordinate x = (t - t0) / dt of the ray's closest approach; the ray's t is x * dt + t0.
     x_all = _linear(t_coef / p.dt, (t_const - p.t0) / p.dt, rows, cols).ravel()
     tables, extent = _tilted_tables(p, n, g)
