@@ -140,11 +140,8 @@ def archive_of(settings: Any, keys: list[str], size: int) -> str:
 
 def real_rate(settings: Any, source: str, model_dir: Path, config: Any, size: int) -> dict[str, Any]:
     """``run_inference`` end to end; images/s, per-film seconds from its rows, peak memory."""
-    import io
-
-    import pandas as pd
-
     from orthoseg.inference import run_inference
+    from orthoseg.parquet import frame_from_parquet_bytes
     from orthoseg.storage import store_from_settings
 
     before = _rss_mib(os.getpid())
@@ -154,7 +151,7 @@ def real_rate(settings: Any, source: str, model_dir: Path, config: Any, size: in
         wall = time.perf_counter() - started
     if summary.images_failed or summary.images_inferred != size:
         raise RuntimeError(f"real run: {summary.images_inferred} inferred, failures {summary.failures}")
-    frame = pd.read_parquet(io.BytesIO(store_from_settings(settings).get_bytes(summary.measurements_key)))
+    frame = frame_from_parquet_bytes(store_from_settings(settings).get_bytes(summary.measurements_key))
     frame = frame.drop_duplicates("image_key")
     return {
         "images": size,

@@ -6,7 +6,6 @@ Training reads whole splits through the sharded canvas cache in the store (``ort
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from orthoseg.labels import NUM_STRUCTURES
+from orthoseg.parquet import frame_from_parquet_bytes
 from orthoseg.settings import PreprocessConfig
 from orthoseg.storage import ObjectStore, join_key, store_from_settings
 
@@ -81,12 +81,10 @@ def read_manifest(store: ObjectStore, dataset_version: str) -> pd.DataFrame:
     Raises:
         DatasetError: when the version has no manifest.
     """
-    import pandas as pd
-
     key = join_key("datasets", dataset_version, "manifest.parquet")
     if not store.exists(key):
         raise DatasetError(f"dataset version {dataset_version!r} has no {key} in {store.uri}")
-    return pd.read_parquet(io.BytesIO(store.get_bytes(key)))
+    return frame_from_parquet_bytes(store.get_bytes(key))
 
 
 def labelled_split_rows(manifest: pd.DataFrame, split: str, dataset_version: str) -> pd.DataFrame:

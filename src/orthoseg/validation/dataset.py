@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from orthoseg.parquet import frame_from_parquet_bytes
 from orthoseg.storage import ObjectStore, StoreError, join_key
 
 logger = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ def load_manifest(store: ObjectStore, version: str) -> pd.DataFrame:
     Raises:
         StoreError: when the version does not exist (no manifest).
     """
-    return pd.read_parquet(io.BytesIO(store.get_bytes(manifest_key(version))))
+    return frame_from_parquet_bytes(store.get_bytes(manifest_key(version)))
 
 
 def load_dataset_info(store: ObjectStore, version: str) -> dict[str, Any]:
