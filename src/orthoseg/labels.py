@@ -73,6 +73,8 @@ STRUCTURES: tuple[Structure, ...] = (
         _PROSTHESIS,
         is_metal=True,
     ),
+    # Cement as the film shows it: the mantle outside the shadow of the metal components (behind metal
+    # it leaves no trace, so neither an annotator nor a model can place it).
     Structure(
         6,
         "cement",

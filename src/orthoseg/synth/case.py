@@ -135,6 +135,10 @@ def render_case(
     )
     exposure = expose(line, projection.body, metal, spec, spec.spacing_mm, rng)
     masks = projection.masks & exposure.field[None]
+    # Cement is labelled where it can be seen: a ray that crosses a metal component is saturated by it,
+    # so the mantle behind the component (most of the femoral mantle on an AP film) leaves no trace on the
+    # film, and neither an annotator nor a model can place it there.
+    masks[BY_NAME["cement"].channel] &= ~metal
     objects["window"] = exposure.window
     return exposure.values, masks, scenes, cameras, objects
 
