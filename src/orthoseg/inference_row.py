@@ -243,7 +243,8 @@ def record_confidence(
     ``model_confidence`` is the image's confidence, ``confidence_<structure>`` each structure's (None where
     the structure was not found, and everywhere for one pass). Below ``config.min_model_confidence`` the
     measurements are doubtful as a whole: ``measurement_flags`` gets ``model_confidence:low (<value>)``
-    and an ``ok`` image becomes ``partial`` (a worse image flag stays).
+    and an ``ok`` image becomes ``partial`` (a worse image flag stays), on every knee of the film (a
+    bilateral film's other knees, in ``other_knees``, become rows of their own).
     """
     structures = confidence.structures if confidence is not None else {}
     image = confidence.image if confidence is not None else None
@@ -253,14 +254,15 @@ def record_confidence(
     if image is None or image >= config.min_model_confidence:
         return
     flag = f"model_confidence:low ({image:.2f})"
-    row["measurement_flags"] = "; ".join(f for f in (row.get("measurement_flags") or "", flag) if f)
     note = (
         f"test-time augmentations agree only to {image:.2f} "
         f"(below {config.min_model_confidence:.2f}): the measurements are doubtful"
     )
-    row["quality_notes"] = "; ".join(n for n in (row.get("quality_notes") or "", note) if n)
-    if row.get("quality_flag", "ok") == "ok":
-        row["quality_flag"] = "partial"
+    for knee in (row, *(row.get("other_knees") or [])):
+        knee["measurement_flags"] = "; ".join(f for f in (knee.get("measurement_flags") or "", flag) if f)
+        knee["quality_notes"] = "; ".join(n for n in (knee.get("quality_notes") or "", note) if n)
+        if knee.get("quality_flag", "ok") == "ok":
+            knee["quality_flag"] = "partial"
 
 
 def record_failure(row: MutableMapping[str, Any], error: Exception) -> None:

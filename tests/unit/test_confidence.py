@@ -18,6 +18,7 @@ from orthoseg.confidence import (
 )
 from orthoseg.evaluation import predict_native_masks
 from orthoseg.inference import InferenceConfig, _record_confidence
+from orthoseg.inference_outputs import knee_rows
 from orthoseg.labels import NUM_STRUCTURES, STRUCTURE_NAMES
 from orthoseg.model import NetworkConfig, build_network_from_config
 from orthoseg.model_package import ModelConfig, SegmentationModel
@@ -163,6 +164,18 @@ def test_low_confidence_flags_the_row_and_makes_an_ok_image_partial() -> None:
     _record_confidence(worse, low, config)
     assert worse["quality_flag"] == "implausible_anatomy"
     assert worse["measurement_flags"] == "model_confidence:low (0.71)"
+
+    bilateral = {
+        "measurement_flags": "",
+        "quality_flag": "ok",
+        "other_knees": [{"knee": "L", "measurement_flags": "tibial_slope:flaring", "quality_flag": "ok"}],
+    }
+    _record_confidence(bilateral, low, config)
+    other = bilateral["other_knees"][0]  # type: ignore[index]
+    assert other["measurement_flags"] == "tibial_slope:flaring; model_confidence:low (0.71)"
+    assert other["quality_flag"] == "partial" and "0.71" in other["quality_notes"]
+    assert "other_knees" not in {k for knee in knee_rows([bilateral]) for k in knee}
+    assert [knee["quality_flag"] for knee in knee_rows([bilateral])] == ["partial", "partial"]
 
     confident = {"measurement_flags": "", "quality_flag": "ok"}
     _record_confidence(confident, ModelConfidence({"femur": 0.9}, image=0.9, passes=4), config)
