@@ -18,12 +18,22 @@ SERVICE_ACCOUNT = "orthoseg-pipeline"
 
 
 def pipeline_arguments(
-    name: str, source: str, batch: str, model_ref: str, min_dice: float, profile: str | None = None
+    name: str,
+    source: str,
+    batch: str,
+    model_ref: str,
+    min_dice: float,
+    profile: str | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Arguments for a cluster run: settings come from the ConfigMap and Secret, so overrides hold at most
-    the training profile (whose values fill what the cluster's configuration leaves unset)."""
+    the training profile (whose values fill what the cluster's configuration leaves unset). ``force``
+    (training only) trains whatever the count of new annotated images; without it the run's retrain
+    gate decides."""
     if name not in PIPELINES:
         raise ValueError(f"unknown pipeline {name!r}; choose one of {', '.join(PIPELINES)}")
+    if force and name != "training":
+        raise ValueError("force applies to the training pipeline only (it overrides the retrain gate)")
     if profile is not None:
         from orthoseg.profiles import PROFILES
 
@@ -33,6 +43,7 @@ def pipeline_arguments(
     arguments: dict[str, Any] = {"source": source, "batch": batch, "settings_overrides": overrides}
     if name == "training":
         arguments["min_dice"] = min_dice
+        arguments["force"] = force
     else:
         arguments["model_ref"] = model_ref
     return arguments

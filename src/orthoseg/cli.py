@@ -379,12 +379,21 @@ def pipeline_submit(
     profile: Annotated[
         str | None, typer.Option(help="Training profile for the run (default: the cluster's configuration).")
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Train whatever the count of new annotated images (training).")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Submit (or, with --cron, schedule) a pipeline on a Kubeflow cluster; settings come from the cluster."""
+    """Submit (or, with --cron, schedule) a pipeline on a Kubeflow cluster; settings come from the cluster.
+    A training run trains only when its retrain gate finds enough new annotated images, or with --force."""
     from pipelines.remote import pipeline_arguments, schedule_pipeline, submit_pipeline
 
-    arguments = pipeline_arguments(name.value, source, batch, model, min_dice, profile=profile)
+    try:
+        arguments = pipeline_arguments(
+            name.value, source, batch, model, min_dice, profile=profile, force=force
+        )
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
     if cron:
         _run(
             as_json, "scheduled", lambda progress: schedule_pipeline(host, name.value, cron, arguments), None

@@ -70,9 +70,10 @@ def test_desired_schedules_follow_the_settings() -> None:
         "batch": "annotated",
         "settings_overrides": {},
         "min_dice": 0.8,
+        "force": False,  # a recurring retraining never forces: its gate decides
     }
     assert inference.params["model_ref"] == "challenger"
-    assert "min_dice" not in inference.params
+    assert "min_dice" not in inference.params and "force" not in inference.params
 
 
 def test_fresh_experiment_creates_both_schedules() -> None:
@@ -127,7 +128,7 @@ def test_changed_cron_replaces_only_that_schedule() -> None:
             "pipeline version orthoseg-training-000000000000",
         ),
         ({"version_name": None}, "an inline or unknown pipeline"),
-        ({"params": {"source": "s3://elsewhere", "batch": "annotated"}}, "params changed: min_dice"),
+        ({"params": {"source": "s3://elsewhere", "batch": "annotated"}}, "params changed: force, min_dice"),
         ({"max_concurrency": 3}, "max_concurrency 3 -> 1"),
         ({"max_concurrency": None}, "max_concurrency None -> 1"),
         ({"enabled": False}, "disabled -> enabled"),
@@ -324,3 +325,19 @@ def test_cli_refuses_a_five_field_cron_before_contacting_the_host(tmp_path: Path
     message = " ".join(result.stderr.split())
     assert "has 5 fields; Kubeflow Pipelines needs 6" in message
     assert "cannot reach" not in message
+
+
+def test_a_submitted_training_run_can_be_forced_past_its_gate() -> None:
+    from pipelines.remote import pipeline_arguments
+
+    forced = pipeline_arguments("training", "s3://b/in", "in", "champion", 0.5, profile="demo", force=True)
+    assert forced == {
+        "source": "s3://b/in",
+        "batch": "in",
+        "settings_overrides": {"profile": "demo"},
+        "min_dice": 0.5,
+        "force": True,
+    }
+    assert pipeline_arguments("training", "s3://b/in", "in", "champion", 0.5)["force"] is False
+    with pytest.raises(ValueError, match="training pipeline only"):
+        pipeline_arguments("inference", "s3://b/in", "in", "champion", 0.0, force=True)
