@@ -177,13 +177,16 @@ def _measure(
 ) -> None:
     """The film's masks on its own grid (the model's post-processing) and the measurements of its knees."""
     from orthoseg.measure.drawing import MeasurementDrawing
+    from orthoseg.measure.field import detect_field
     from orthoseg.measure.knees import measure_knees
 
     tick = time.perf_counter()
     try:
         radiograph = result.radiograph
         assert result.transform is not None  # only prepared films reach the forward pass
-        masks = model.native_masks(probabilities, result.transform, radiograph.pixels)
+        # The collimated field, found once: post-processing clears its shadow, measurement reads it.
+        field = detect_field(radiograph.pixels)
+        masks = model.native_masks(probabilities, result.transform, radiograph.pixels, field)
         drawing = MeasurementDrawing()
         knees = measure_knees(
             masks,
@@ -194,6 +197,7 @@ def _measure(
             config=config.measurement,
             pixels=radiograph.pixels,
             drawing=drawing,
+            exposed_field=field.mask(),
         )
     except Exception as error:
         result.error = error

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     import torch
     from mlflow import MlflowClient
 
+    from orthoseg.measure.field import FieldEstimate
     from orthoseg.preprocessing import CanvasTransform
     from orthoseg.settings import Settings
 
@@ -216,12 +217,16 @@ class SegmentationModel:
         return self.config.structure_names
 
     def native_masks(
-        self, probabilities: np.ndarray, transform: CanvasTransform, pixels: np.ndarray | None = None
+        self,
+        probabilities: np.ndarray,
+        transform: CanvasTransform,
+        pixels: np.ndarray | None = None,
+        field: FieldEstimate | None = None,
     ) -> np.ndarray:
         """(C, H, W) boolean masks on the film's grid from one canvas's probabilities, cleaned by the
-        model's own post-processing (with the film's ``pixels``: emptied in the collimator's shadow) and
-        thresholded at its threshold."""
-        return native_masks(probabilities, transform, self.threshold, self.config.postprocess, pixels)
+        model's own post-processing (with the film's ``pixels``: emptied in the collimator's shadow,
+        ``field`` when already detected) and thresholded at its threshold."""
+        return native_masks(probabilities, transform, self.threshold, self.config.postprocess, pixels, field)
 
     def predict_canvas(self, batch: np.ndarray, batch_size: int = 8) -> np.ndarray:
         """Per-structure probabilities for a batch of canvases.

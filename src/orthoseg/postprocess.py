@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from orthoseg.labels import STRUCTURE_NAMES
 
 if TYPE_CHECKING:
+    from orthoseg.measure.field import FieldEstimate
     from orthoseg.preprocessing import CanvasTransform
 
 _CEMENT = STRUCTURE_NAMES.index("cement")
@@ -173,12 +174,15 @@ def drop_wrong_side_of_joint(cleaned: np.ndarray, masks: np.ndarray, margin_px: 
                 masks[channel][drop] = False
 
 
-def clear_collimated_borders(masks: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+def clear_collimated_borders(
+    masks: np.ndarray, pixels: np.ndarray, field: FieldEstimate | None = None
+) -> np.ndarray:
     """``masks`` (C, H, W) with every structure emptied in the collimator's shadow of ``pixels`` (H, W):
-    the shutters' straight edges, tilted or not, and any oblique corner cut (``orthoseg.measure.field``)."""
+    the shutters' straight edges, tilted or not, and any oblique corner cut (``orthoseg.measure.field``;
+    ``field``: that detection when the caller made it already)."""
     from orthoseg.measure.field import detect_field
 
-    field = detect_field(pixels)
+    field = field if field is not None else detect_field(pixels)
     if field.collimated and field.shape == tuple(masks.shape[-2:]):
         masks[..., field.shadow()] = False
     return masks
@@ -190,14 +194,16 @@ def native_masks(
     threshold: float,
     config: PostprocessConfig,
     pixels: np.ndarray | None = None,
+    field: FieldEstimate | None = None,
 ) -> np.ndarray:
     """(C, H, W) boolean masks on the film's own grid from one canvas's (C, S, S) probabilities: cleaned on
     the canvas, restored to the native grid, thresholded, and (given the film's ``pixels``) emptied in
-    the collimator's shadow. Inference and evaluation both call this."""
+    the collimator's shadow (``field``: ``detect_field(pixels)`` when the caller has it, so that a film's
+    field is found once for its masks and its measurements). Inference and evaluation both call this."""
     from orthoseg.preprocessing import restore_to_native
 
     cleaned = clean_probabilities(probabilities, threshold, transform.canvas_spacing_mm, config)
     masks = restore_to_native(cleaned, transform) >= threshold
     if config.enabled and config.clear_collimated_borders and pixels is not None:
-        masks = clear_collimated_borders(masks, pixels)
+        masks = clear_collimated_borders(masks, pixels, field)
     return masks

@@ -174,3 +174,37 @@ def test_the_real_cr_films_side_bars_are_found() -> None:
     assert 360 <= right_depth.min() and right_depth.max() <= 440
     margins = field_margins_px(pixels)
     assert margins[:2] == (0, 0) and 360 <= margins[2] <= 370 and 380 <= margins[3] <= 440
+
+
+def test_a_field_found_once_serves_masks_and_measurements_alike() -> None:
+    """Inference finds a film's collimated field once and hands it to post-processing and measurement;
+    both then do exactly what they do when they find it themselves from the pixels."""
+    from orthoseg.measure.knees import measure_knees
+    from orthoseg.postprocess import clear_collimated_borders
+    from orthoseg.radiograph import to_presentation
+    from orthoseg.synth import SynthConfig, generate_case
+
+    config = SynthConfig(count=12, seed=5, image_px=256, bilateral_fraction=0.0)
+    for index in range(config.count):
+        case = generate_case(index, config)
+        pixels = to_presentation(case.dataset, case.dataset.pixel_array)
+        field = detect_field(pixels)
+        if field.collimated and case.masks[0].any():  # the femur
+            break
+    else:
+        pytest.fail("no collimated knee film among the cases")
+    spacing = tuple(float(v) for v in case.dataset.PixelSpacing)
+    masks = case.masks.astype(bool)
+    masks[:, field.shadow()] = True  # structure called in the shadow, as an untrained network may
+    cleared = clear_collimated_borders(masks.copy(), pixels, field)
+    assert not cleared[:, field.shadow()].any()
+    np.testing.assert_array_equal(cleared, clear_collimated_borders(masks.copy(), pixels))
+    view = str(case.dataset.ViewPosition)
+    alone = measure_knees(case.masks, spacing, laterality="R", view_position=view, pixels=pixels)
+    given = measure_knees(
+        case.masks, spacing, laterality="R", view_position=view, pixels=pixels, exposed_field=field.mask()
+    )
+    assert given == alone
+    no_shutter = detect_field(np.full_like(pixels, 0.5))  # a field given is used, not found again
+    assert not no_shutter.collimated
+    np.testing.assert_array_equal(clear_collimated_borders(masks.copy(), pixels, no_shutter), masks)

@@ -215,6 +215,7 @@ def measure_image(
     config: MeasurementConfig | None = None,
     pixels: np.ndarray | None = None,
     drawing: MeasurementDrawing | None = None,
+    exposed_field: np.ndarray | None = None,
 ) -> ImageMeasurements:
     """Measure one image from its native-resolution masks.
 
@@ -228,6 +229,9 @@ def measure_image(
         config: thresholds.
         pixels: (H, W) native presentation values; without them radiolucent lines are None.
         drawing: when given, receives the fitted axes, reference lines and zone marks to draw.
+        exposed_field: (H, W) True inside the collimated field, when the caller found it already
+            (``orthoseg.measure.field.detect_field(pixels).mask()``, which post-processing computes);
+            None: found here from ``pixels``.
 
     Raises:
         ValueError: when ``masks`` does not have the label contract's shape.
@@ -257,6 +261,7 @@ def measure_image(
         pixels,
         record,
         drawing,
+        exposed_field,
     )
     flags = record.image_flags | ({"partial"} if record.flags else set())
     record.values["quality_flag"] = next((f for f in QUALITY_FLAGS[1:] if f in flags), "ok")
@@ -266,7 +271,16 @@ def measure_image(
 
 
 def _measure(
-    masks, spacing, laterality, view_position, columns_left, config, pixels, record: _Record, drawing=None
+    masks,
+    spacing,
+    laterality,
+    view_position,
+    columns_left,
+    config,
+    pixels,
+    record: _Record,
+    drawing=None,
+    exposed_field=None,
 ) -> None:
     pixel_area = spacing[0] * spacing[1]
     femur, tibia = masks[CHANNEL["femur"]], masks[CHANNEL["tibia"]]
@@ -291,7 +305,9 @@ def _measure(
     lateral_view = is_lateral_view(view_position)
     view = "LAT" if lateral_view else "AP"
     # The exposed field as a mask: it follows a turned shutter and a cut corner exactly.
-    field = detect_field(pixels).mask() if pixels is not None else NO_MARGINS
+    field = exposed_field
+    if field is None:
+        field = detect_field(pixels).mask() if pixels is not None else NO_MARGINS
     centre, up, femur_axis, tibia_axis = _axes(masks, spacing, config, record, field)
     if drawing is not None:
         for label, axis in (("femur axis", femur_axis), ("tibia axis", tibia_axis)):

@@ -67,6 +67,7 @@ def measure_knees(
     config: MeasurementConfig | None = None,
     pixels: np.ndarray | None = None,
     drawing: MeasurementDrawing | None = None,
+    exposed_field: np.ndarray | None = None,
 ) -> list[tuple[str, ImageMeasurements]]:
     """(knee side, measurements) of every knee on the film: one for a single knee, two for a bilateral
     film whose knees separate (right knee first); the side is the film's laterality for a single knee.
@@ -83,7 +84,13 @@ def measure_knees(
     split = split_column(np.asarray(masks).astype(bool), pixel_spacing_mm, config) if side == "B" else None
     if split is None:
         result = measure_image(
-            masks, pixel_spacing_mm, laterality=laterality, pixels=pixels, drawing=drawing, **common
+            masks,
+            pixel_spacing_mm,
+            laterality=laterality,
+            pixels=pixels,
+            drawing=drawing,
+            exposed_field=exposed_field,
+            **common,
         )
         return [(side if side in ("L", "R") else "", result)]
     # Columns run toward the patient's left on an AP: the right knee lies before the split.
@@ -99,6 +106,7 @@ def measure_knees(
             laterality=knee_side,
             pixels=None if pixels is None else pixels[:, columns],
             drawing=part,
+            exposed_field=None if exposed_field is None else exposed_field[:, columns],
             **common,
         )
         if drawing is not None:
