@@ -16,6 +16,10 @@ clean masks the same way:
 - a piece of a structure on the wrong side of the knee joint is dropped: tibia, fibula or tibial
   component lying wholly above the joint, femur, patella or femoral component wholly below it (a long
   revision stem far from the joint is easily taken for its opposite number);
+- a piece of femoral or tibial component that does not come within ``component_joint_reach_mm`` of the
+  joint is dropped: a knee component bears on the joint (a stem or keel hangs from a part that does),
+  while dense bone that a network takes for metal (the patella over a native femur) lies well away
+  from it;
 - on the native grid, nothing is kept in the collimator's shadow along the film's edges
   (``orthoseg.measure.field``): no anatomy shows through a shutter, and a network that has not seen a
   shutter's bar may call it bone.
@@ -58,6 +62,10 @@ class PostprocessConfig(BaseModel):
         joint_side_margin_mm: a connected piece of a tibial-side structure whose lowest point lies more
             than this above the knee joint is removed, and a femoral-side piece whose highest point lies
             more than this below it (mm along the femur-tibia direction; 0 disables the rule).
+        component_joint_reach_mm: a connected piece of femoral (tibial) component whose lowest (highest)
+            point lies more than this above (below) the knee joint is removed (mm along the femur-tibia
+            direction; 0 disables the rule). The joint lies halfway across the gap between the femoral
+            and the tibial bodies, so a real component comes within about half an insert's thickness.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -68,6 +76,7 @@ class PostprocessConfig(BaseModel):
     clear_collimated_borders: bool = True
     min_implant_piece_mm2: float = Field(default=30.0, ge=0.0)
     joint_side_margin_mm: float = Field(default=20.0, ge=0.0)
+    component_joint_reach_mm: float = Field(default=25.0, ge=0.0)
 
 
 def clean_probabilities(
@@ -106,8 +115,13 @@ def clean_probabilities(
             drop = np.isin(labels, small)
             cleaned[channel][drop] = 0.0
             masks[channel][drop] = False
-    if config.joint_side_margin_mm > 0:
-        drop_wrong_side_of_joint(cleaned, masks, config.joint_side_margin_mm / spacing_mm)
+    if config.joint_side_margin_mm > 0 or config.component_joint_reach_mm > 0:
+        drop_wrong_side_of_joint(
+            cleaned,
+            masks,
+            config.joint_side_margin_mm / spacing_mm,
+            config.component_joint_reach_mm / spacing_mm,
+        )
     if masks[_CEMENT].any():
         implant = masks[list(_COMPONENTS)].any(axis=0)
         if not implant.any():
@@ -148,10 +162,14 @@ def knee_joint_frame(masks: np.ndarray) -> tuple[np.ndarray, float] | None:
     return up, float(level)
 
 
-def drop_wrong_side_of_joint(cleaned: np.ndarray, masks: np.ndarray, margin_px: float) -> None:
+def drop_wrong_side_of_joint(
+    cleaned: np.ndarray, masks: np.ndarray, margin_px: float, component_reach_px: float = 0.0
+) -> None:
     """Zero (in ``cleaned`` and ``masks``, in place) every connected piece of a tibial-side structure
-    whose lowest point lies more than ``margin_px`` above the joint, and every femoral-side piece whose
-    highest point lies more than ``margin_px`` below it (``knee_joint_frame``)."""
+    whose lowest point lies more than ``margin_px`` above the joint, every femoral-side piece whose
+    highest point lies more than ``margin_px`` below it, and every piece of femoral (tibial) component
+    whose lowest (highest) point lies more than ``component_reach_px`` above (below) it
+    (``knee_joint_frame``; 0 disables either rule)."""
     from scipy import ndimage
 
     frame = knee_joint_frame(masks)
@@ -167,7 +185,12 @@ def drop_wrong_side_of_joint(cleaned: np.ndarray, masks: np.ndarray, margin_px: 
             labels, count = ndimage.label(masks[channel], structure=np.ones((3, 3), dtype=bool))
             # How far past the joint, toward the wrong side, each piece's nearest point lies.
             nearest = np.asarray(ndimage.minimum(wrong * above_joint, labels, np.arange(1, count + 1)))
-            wrong_pieces = np.flatnonzero(nearest > margin_px) + 1
+            wrong_pieces = np.flatnonzero(nearest > margin_px) + 1 if margin_px > 0 else np.array([], int)
+            if channel in _COMPONENTS and component_reach_px > 0:
+                # How far from the joint, on the component's own side, each piece comes closest to it.
+                closest = ndimage.minimum(-wrong * above_joint, labels, np.arange(1, count + 1))
+                away = np.flatnonzero(np.asarray(closest) > component_reach_px) + 1
+                wrong_pieces = np.union1d(wrong_pieces, away).astype(int)
             if wrong_pieces.size:
                 drop = np.isin(labels, wrong_pieces)
                 cleaned[channel][drop] = 0.0

@@ -153,5 +153,26 @@ def test_specks_of_implant_on_a_native_knee_are_removed_with_their_cement() -> N
     real = _knee()
     np.testing.assert_array_equal(clean_probabilities(real, 0.5, 1.0, PostprocessConfig()), real)
     # The same specks at 4 mm pixels (320 mm² each) are no specks.
-    coarse = clean_probabilities(probabilities, 0.5, 4.0, PostprocessConfig(joint_side_margin_mm=0.0))
+    far_rules_off = PostprocessConfig(joint_side_margin_mm=0.0, component_joint_reach_mm=0.0)
+    coarse = clean_probabilities(probabilities, 0.5, 4.0, far_rules_off)
     assert coarse[CH["femoral_component"]].max() == pytest.approx(0.8)
+
+
+def test_a_component_that_does_not_reach_the_joint_is_removed() -> None:
+    """Dense bone taken for metal on a native knee (the patella over the femur, 40 mm above the joint)
+    is no femoral component; a tibial component 40 mm down the shaft is none either. Components at the
+    joint stay, and so does a long stem hanging from a tray at the joint."""
+    probabilities = _knee()
+    probabilities[CH["femoral_component"]] = 0.0
+    probabilities[CH["tibial_component"]] = 0.0
+    probabilities[CH["femoral_component"], 45:60, 88:112] = 0.8  # 360 mm², lowest point 40 mm up
+    probabilities[CH["tibial_component"], 140:155, 90:110] = 0.8  # 300 mm², highest point 40 mm down
+    cleaned = clean_probabilities(probabilities, 0.5, 1.0, PostprocessConfig())
+    assert cleaned[CH["femoral_component"]].max() == 0.0
+    assert cleaned[CH["tibial_component"]].max() == 0.0
+    stemmed = _knee()
+    stemmed[CH["tibial_component"], 110:190, 97:103] = 0.9  # a keel and stem below the tray
+    stemmed[CH["femoral_component"], 20:85, 97:103] = 0.9  # a femoral stem above the box
+    np.testing.assert_array_equal(clean_probabilities(stemmed, 0.5, 1.0, PostprocessConfig()), stemmed)
+    off = clean_probabilities(probabilities, 0.5, 1.0, PostprocessConfig(component_joint_reach_mm=0.0))
+    assert off[CH["femoral_component"]].max() == pytest.approx(0.8)
