@@ -16,10 +16,10 @@ clean masks the same way:
 - a piece of a structure on the wrong side of the knee joint is dropped: tibia, fibula or tibial
   component lying wholly above the joint, femur, patella or femoral component wholly below it (a long
   revision stem far from the joint is easily taken for its opposite number);
-- a piece of femoral or tibial component that does not come within ``component_joint_reach_mm`` of the
-  joint is dropped: a knee component bears on the joint (a stem or keel hangs from a part that does),
-  while dense bone that a network takes for metal (the patella over a native femur) lies well away
-  from it;
+- a femoral or tibial component none of whose pieces comes within ``component_joint_reach_mm`` of the
+  joint is dropped: a knee component bears on the joint (a stem or keel, even when the mask breaks
+  between them, hangs from a part that does), while dense bone that a network takes for metal (the
+  patella over a native femur) lies well away from it;
 - on the native grid, nothing is kept in the collimator's shadow along the film's edges
   (``orthoseg.measure.field``): no anatomy shows through a shutter, and a network that has not seen a
   shutter's bar may call it bone.
@@ -62,10 +62,11 @@ class PostprocessConfig(BaseModel):
         joint_side_margin_mm: a connected piece of a tibial-side structure whose lowest point lies more
             than this above the knee joint is removed, and a femoral-side piece whose highest point lies
             more than this below it (mm along the femur-tibia direction; 0 disables the rule).
-        component_joint_reach_mm: a connected piece of femoral (tibial) component whose lowest (highest)
-            point lies more than this above (below) the knee joint is removed (mm along the femur-tibia
+        component_joint_reach_mm: a femoral (tibial) component none of whose pieces has its lowest
+            (highest) point within this of the knee joint is removed (mm along the femur-tibia
             direction; 0 disables the rule). The joint lies halfway across the gap between the femoral
-            and the tibial bodies, so a real component comes within about half an insert's thickness.
+            and the tibial bodies, so a real component comes within about half an insert's thickness;
+            its other pieces (a stem the mask broke off) stay with it.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -167,8 +168,8 @@ def drop_wrong_side_of_joint(
 ) -> None:
     """Zero (in ``cleaned`` and ``masks``, in place) every connected piece of a tibial-side structure
     whose lowest point lies more than ``margin_px`` above the joint, every femoral-side piece whose
-    highest point lies more than ``margin_px`` below it, and every piece of femoral (tibial) component
-    whose lowest (highest) point lies more than ``component_reach_px`` above (below) it
+    highest point lies more than ``margin_px`` below it, and a femoral (tibial) component none of whose
+    pieces has its lowest (highest) point within ``component_reach_px`` above (below) it
     (``knee_joint_frame``; 0 disables either rule)."""
     from scipy import ndimage
 
@@ -188,9 +189,9 @@ def drop_wrong_side_of_joint(
             wrong_pieces = np.flatnonzero(nearest > margin_px) + 1 if margin_px > 0 else np.array([], int)
             if channel in _COMPONENTS and component_reach_px > 0:
                 # How far from the joint, on the component's own side, each piece comes closest to it.
-                closest = ndimage.minimum(-wrong * above_joint, labels, np.arange(1, count + 1))
-                away = np.flatnonzero(np.asarray(closest) > component_reach_px) + 1
-                wrong_pieces = np.union1d(wrong_pieces, away).astype(int)
+                closest = np.asarray(ndimage.minimum(-wrong * above_joint, labels, np.arange(1, count + 1)))
+                if not (closest <= component_reach_px).any():
+                    wrong_pieces = np.arange(1, count + 1)
             if wrong_pieces.size:
                 drop = np.isin(labels, wrong_pieces)
                 cleaned[channel][drop] = 0.0
