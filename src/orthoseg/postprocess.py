@@ -16,10 +16,10 @@ clean masks the same way:
 - a piece of a structure on the wrong side of the knee joint is dropped: tibia, fibula or tibial
   component lying wholly above the joint, femur, patella or femoral component wholly below it (a long
   revision stem far from the joint is easily taken for its opposite number);
-- a femoral or tibial component none of whose pieces comes within ``component_joint_reach_mm`` of the
-  joint is dropped: a knee component bears on the joint (a stem or keel, even when the mask breaks
-  between them, hangs from a part that does), while dense bone that a network takes for metal (the
-  patella over a native femur) lies well away from it;
+- a piece of femoral or tibial component is kept only when it comes within ``component_joint_reach_mm``
+  of the joint, or lies within ``component_gap_mm`` of a kept piece: a knee component bears on the
+  joint and a stem or keel hangs from it (even where the mask breaks between them), while dense bone
+  that a network takes for metal (the patella over a native femur, a shaft far up) lies well away;
 - on the native grid, nothing is kept in the collimator's shadow along the film's edges
   (``orthoseg.measure.field``): no anatomy shows through a shutter, and a network that has not seen a
   shutter's bar may call it bone.
@@ -62,11 +62,12 @@ class PostprocessConfig(BaseModel):
         joint_side_margin_mm: a connected piece of a tibial-side structure whose lowest point lies more
             than this above the knee joint is removed, and a femoral-side piece whose highest point lies
             more than this below it (mm along the femur-tibia direction; 0 disables the rule).
-        component_joint_reach_mm: a femoral (tibial) component none of whose pieces has its lowest
-            (highest) point within this of the knee joint is removed (mm along the femur-tibia
-            direction; 0 disables the rule). The joint lies halfway across the gap between the femoral
-            and the tibial bodies, so a real component comes within about half an insert's thickness;
-            its other pieces (a stem the mask broke off) stay with it.
+        component_joint_reach_mm: a piece of femoral (tibial) component is kept when its lowest
+            (highest) point lies within this of the knee joint (mm along the femur-tibia direction; 0
+            disables the rule). The joint lies halfway across the gap between the femoral and the
+            tibial bodies, so a real component comes within about half an insert's thickness.
+        component_gap_mm: ... or when it lies within this of a kept piece (a stem the mask broke off
+            its tray), step by step along a chain of pieces; the other pieces are removed.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -78,6 +79,7 @@ class PostprocessConfig(BaseModel):
     min_implant_piece_mm2: float = Field(default=30.0, ge=0.0)
     joint_side_margin_mm: float = Field(default=20.0, ge=0.0)
     component_joint_reach_mm: float = Field(default=25.0, ge=0.0)
+    component_gap_mm: float = Field(default=10.0, ge=0.0)
 
 
 def clean_probabilities(
@@ -122,6 +124,7 @@ def clean_probabilities(
             masks,
             config.joint_side_margin_mm / spacing_mm,
             config.component_joint_reach_mm / spacing_mm,
+            config.component_gap_mm / spacing_mm,
         )
     if masks[_CEMENT].any():
         implant = masks[list(_COMPONENTS)].any(axis=0)
@@ -164,13 +167,17 @@ def knee_joint_frame(masks: np.ndarray) -> tuple[np.ndarray, float] | None:
 
 
 def drop_wrong_side_of_joint(
-    cleaned: np.ndarray, masks: np.ndarray, margin_px: float, component_reach_px: float = 0.0
+    cleaned: np.ndarray,
+    masks: np.ndarray,
+    margin_px: float,
+    component_reach_px: float = 0.0,
+    component_gap_px: float = 0.0,
 ) -> None:
     """Zero (in ``cleaned`` and ``masks``, in place) every connected piece of a tibial-side structure
     whose lowest point lies more than ``margin_px`` above the joint, every femoral-side piece whose
     highest point lies more than ``margin_px`` below it, and a femoral (tibial) component none of whose
-    pieces has its lowest (highest) point within ``component_reach_px`` above (below) it
-    (``knee_joint_frame``; 0 disables either rule)."""
+    pieces has its lowest (highest) point within ``component_reach_px`` above (below) it, but for the
+    pieces within ``component_gap_px`` of one that does (``knee_joint_frame``; 0 disables either rule)."""
     from scipy import ndimage
 
     frame = knee_joint_frame(masks)
@@ -190,12 +197,27 @@ def drop_wrong_side_of_joint(
             if channel in _COMPONENTS and component_reach_px > 0:
                 # How far from the joint, on the component's own side, each piece comes closest to it.
                 closest = np.asarray(ndimage.minimum(-wrong * above_joint, labels, np.arange(1, count + 1)))
-                if not (closest <= component_reach_px).any():
-                    wrong_pieces = np.arange(1, count + 1)
+                away = _pieces_off_the_chain(labels, count, closest <= component_reach_px, component_gap_px)
+                wrong_pieces = np.union1d(wrong_pieces, away).astype(int)
             if wrong_pieces.size:
                 drop = np.isin(labels, wrong_pieces)
                 cleaned[channel][drop] = 0.0
                 masks[channel][drop] = False
+
+
+def _pieces_off_the_chain(labels: np.ndarray, count: int, anchored: np.ndarray, gap_px: float) -> np.ndarray:
+    """Labels (1-based) of the pieces neither ``anchored`` nor linked to an anchored piece by a chain of
+    pieces each within ``gap_px`` of the next."""
+    from scipy import ndimage
+
+    kept = np.asarray(anchored, dtype=bool).copy()
+    while kept.any() and not kept.all():
+        distance = ndimage.distance_transform_edt(~np.isin(labels, np.flatnonzero(kept) + 1))
+        near = np.asarray(ndimage.minimum(distance, labels, np.arange(1, count + 1))) <= gap_px
+        if not (near & ~kept).any():
+            break
+        kept |= near
+    return np.flatnonzero(~kept) + 1
 
 
 def clear_collimated_borders(

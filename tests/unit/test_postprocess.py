@@ -174,9 +174,15 @@ def test_a_component_that_does_not_reach_the_joint_is_removed() -> None:
     stemmed[CH["tibial_component"], 110:190, 97:103] = 0.9  # a keel and stem below the tray
     stemmed[CH["femoral_component"], 20:85, 97:103] = 0.9  # a femoral stem above the box
     np.testing.assert_array_equal(clean_probabilities(stemmed, 0.5, 1.0, PostprocessConfig()), stemmed)
+    # The mask breaks 6 mm below the keel: the stem starts 34 mm below the joint and stays with the tray.
     broken = stemmed.copy()
-    broken[CH["tibial_component"], 110:130, 97:103] = 0.0  # the mask breaks between tray and stem:
-    broken[CH["femoral_component"], 60:85, 97:103] = 0.0  # the stems start 30 and 40 mm from the joint
+    broken[CH["tibial_component"], 128:134, 97:103] = 0.0
     np.testing.assert_array_equal(clean_probabilities(broken, 0.5, 1.0, PostprocessConfig()), broken)
+    # A stray piece far up the femur of an implanted knee goes; the component at the joint stays.
+    stray = _knee()
+    stray[CH["femoral_component"], 20:45, 97:103] = 0.8  # 150 mm², 40 mm above the component
+    cleaned = clean_probabilities(stray, 0.5, 1.0, PostprocessConfig())
+    assert cleaned[CH["femoral_component"], 20:45].max() == 0.0
+    np.testing.assert_array_equal(cleaned, np.where(cleaned > 0, _knee(), 0.0))
     off = clean_probabilities(probabilities, 0.5, 1.0, PostprocessConfig(component_joint_reach_mm=0.0))
     assert off[CH["femoral_component"]].max() == pytest.approx(0.8)
