@@ -145,17 +145,37 @@ def _largest_piece(mask: np.ndarray) -> np.ndarray:
     return labels == 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
 
 
+def _nearest_large_piece(mask: np.ndarray, point: np.ndarray, min_fraction: float = 0.3) -> np.ndarray:
+    """The piece of ``mask`` whose centroid lies nearest ``point`` (row, column), among the pieces of at
+    least ``min_fraction`` of the largest one's area."""
+    from scipy import ndimage
+
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    if count <= 1:
+        return mask
+    index = np.arange(1, count + 1)
+    sizes = np.bincount(labels.ravel())[1:]
+    centroids = np.asarray(ndimage.center_of_mass(mask, labels, index), dtype=np.float64).reshape(-1, 2)
+    distance = np.hypot(*(centroids - point).T)
+    distance[sizes < min_fraction * sizes.max()] = np.inf
+    return labels == 1 + int(np.argmin(distance))
+
+
 def knee_joint_frame(masks: np.ndarray) -> tuple[np.ndarray, float] | None:
     """The femur-ward unit direction (row, column) and the joint's level along it (pixels), from the
-    largest piece of femur-or-femoral-component and of tibia-or-tibial-component; None without both.
+    largest piece of femur-or-femoral-component and the piece of tibia-or-tibial-component nearest it
+    (of the large ones: on a film of both knees, the same knee's, not the other knee's larger tibia);
+    None without both.
 
     The level is halfway between the femoral body's lowest 1 % and the tibial body's highest 1 %.
     """
     femoral = _largest_piece(masks[list(_FEMORAL_BODY)].any(axis=0))
-    tibial = _largest_piece(masks[list(_TIBIAL_BODY)].any(axis=0))
-    if not femoral.any() or not tibial.any():
+    if not femoral.any():
         return None
     femoral_points = np.argwhere(femoral).astype(np.float64)
+    tibial = _nearest_large_piece(masks[list(_TIBIAL_BODY)].any(axis=0), femoral_points.mean(axis=0))
+    if not tibial.any():
+        return None
     tibial_points = np.argwhere(tibial).astype(np.float64)
     up = femoral_points.mean(axis=0) - tibial_points.mean(axis=0)
     length = float(np.hypot(*up))

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from orthoseg.labels import NUM_STRUCTURES, STRUCTURE_NAMES
-from orthoseg.postprocess import PostprocessConfig, clean_probabilities, clear_collimated_borders
+from orthoseg.postprocess import (
+    PostprocessConfig,
+    clean_probabilities,
+    clear_collimated_borders,
+    knee_joint_frame,
+)
 
 CH = {name: index for index, name in enumerate(STRUCTURE_NAMES)}
 
@@ -186,3 +191,17 @@ def test_a_component_that_does_not_reach_the_joint_is_removed() -> None:
     np.testing.assert_array_equal(cleaned, np.where(cleaned > 0, _knee(), 0.0))
     off = clean_probabilities(probabilities, 0.5, 1.0, PostprocessConfig(component_joint_reach_mm=0.0))
     assert off[CH["femoral_component"]].max() == pytest.approx(0.8)
+
+
+def test_on_a_film_of_both_knees_the_joint_is_read_on_one_knee() -> None:
+    """The larger femur is the right knee's, the larger tibia the left knee's: the joint is still read
+    between a femur and its own tibia, so both knees keep their components."""
+    right, left = _knee(), _knee()
+    right[CH["femur"], 0:95, 70:130] = 0.9
+    left[CH["tibia"], 105:200, 70:130] = 0.9
+    both = np.concatenate([right, left], axis=2)  # 400 columns, the knees 200 mm apart
+    frame = knee_joint_frame(both >= 0.5)
+    assert frame is not None
+    up, level = frame
+    assert up == pytest.approx([-1.0, 0.0], abs=0.02) and 95 < -level < 105
+    np.testing.assert_array_equal(clean_probabilities(both, 0.5, 1.0, PostprocessConfig()), both)
