@@ -66,8 +66,9 @@ class PostprocessConfig(BaseModel):
             (highest) point lies within this of the knee joint (mm along the femur-tibia direction; 0
             disables the rule). The joint lies halfway across the gap between the femoral and the
             tibial bodies, so a real component comes within about half an insert's thickness.
-        component_gap_mm: ... or when it lies within this of a kept piece (a stem the mask broke off
-            its tray), step by step along a chain of pieces; the other pieces are removed.
+        component_gap_mm: a component piece that does not reach the joint is still kept when it lies
+            within this of a kept piece (a stem the mask broke off its tray), step by step along a
+            chain of pieces; the other pieces are removed.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -195,9 +196,10 @@ def drop_wrong_side_of_joint(
 ) -> None:
     """Zero (in ``cleaned`` and ``masks``, in place) every connected piece of a tibial-side structure
     whose lowest point lies more than ``margin_px`` above the joint, every femoral-side piece whose
-    highest point lies more than ``margin_px`` below it, and a femoral (tibial) component none of whose
-    pieces has its lowest (highest) point within ``component_reach_px`` above (below) it, but for the
-    pieces within ``component_gap_px`` of one that does (``knee_joint_frame``; 0 disables either rule)."""
+    highest point lies more than ``margin_px`` below it, and every piece of femoral (tibial) component
+    that neither has its lowest (highest) point within ``component_reach_px`` above (below) it nor is
+    chained to such a piece by pieces each within ``component_gap_px`` of the next
+    (``knee_joint_frame``; 0 disables either rule)."""
     from scipy import ndimage
 
     frame = knee_joint_frame(masks)
