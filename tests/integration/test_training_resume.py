@@ -21,8 +21,28 @@ pytestmark = pytest.mark.usefixtures("ray_cluster")
 logger = logging.getLogger(__name__)
 
 
+def _parent_pid(pid: int) -> int:
+    """The parent of a process (0 when it is gone): field 4 of ``/proc/<pid>/stat``, after the name."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _descends_from(pid: int, ancestor: int) -> bool:
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        pid = _parent_pid(pid)
+    return False
+
+
 def _train_worker_pids() -> list[int]:
-    """Processes of Ray Train workers on this machine (Ray names them ``ray::RayTrainWorker...``)."""
+    """This test's Ray Train workers (Ray names them ``ray::RayTrainWorker...``).
+
+    Only descendants of this process: the session's local Ray cluster runs under it, and a training that
+    another program runs on the same machine must never be the one killed.
+    """
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -31,7 +51,7 @@ def _train_worker_pids() -> list[int]:
             command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if command.startswith("ray::RayTrainWorker"):
+        if command.startswith("ray::RayTrainWorker") and _descends_from(int(entry.name), os.getpid()):
             pids.append(int(entry.name))
     return sorted(pids)
 
