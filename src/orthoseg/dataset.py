@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from orthoseg.labels import NUM_STRUCTURES
-from orthoseg.parquet import frame_from_parquet_bytes
 from orthoseg.settings import PreprocessConfig
-from orthoseg.storage import ObjectStore, join_key, store_from_settings
+from orthoseg.storage import ObjectStore, store_from_settings
+from orthoseg.validation.dataset import latest_dataset_version, latest_key, load_manifest, manifest_key
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-LATEST_KEY = "datasets/LATEST"
 
 
 class DatasetError(ValueError):
@@ -68,11 +67,12 @@ def resolve_dataset_version(settings: Settings, dataset_version: str | None) -> 
     if dataset_version:
         return dataset_version
     store = store_from_settings(settings)
-    if not store.exists(LATEST_KEY):
+    latest = latest_dataset_version(store)
+    if latest is None:
         raise DatasetError(
-            f"no dataset version given and no {LATEST_KEY} in {store.uri}; validate a batch first"
+            f"no dataset version given and no {latest_key()} in {store.uri}; validate a batch first"
         )
-    return store.get_bytes(LATEST_KEY).decode().strip()
+    return latest
 
 
 def read_manifest(store: ObjectStore, dataset_version: str) -> pd.DataFrame:
@@ -81,10 +81,10 @@ def read_manifest(store: ObjectStore, dataset_version: str) -> pd.DataFrame:
     Raises:
         DatasetError: when the version has no manifest.
     """
-    key = join_key("datasets", dataset_version, "manifest.parquet")
+    key = manifest_key(dataset_version)
     if not store.exists(key):
         raise DatasetError(f"dataset version {dataset_version!r} has no {key} in {store.uri}")
-    return frame_from_parquet_bytes(store.get_bytes(key))
+    return load_manifest(store, dataset_version)
 
 
 def labelled_split_rows(manifest: pd.DataFrame, split: str, dataset_version: str) -> pd.DataFrame:
