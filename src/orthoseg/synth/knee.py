@@ -252,8 +252,8 @@ def _interfaces(
         for name, (sm, sa) in quadrants.items():
             planes = (*bound, Plane((-sm, 0.0, 0.0), 0.0), Plane((0.0, -sa, 0.0), 0.0))
             regions[name] = Interface(tibia, tibial.frame, underside, planes, t_extent)
-        if tibial.anchors:
-            anchor = tibial.anchors[0]
+        if tibial.stem is not None:
+            anchor = tibial.stem
             for name, sm in (("stem_M", 1), ("stem_L", -1)):
                 regions[name] = Interface(tibia, anchor=anchor, half=Plane((-sm, 0.0, 0.0), 0.0))
             tip = Plane((0.0, 0.0, 1.0), -tibial.stem_length_mm)

@@ -31,7 +31,9 @@ class TibialBuild:
         metal: metal solids (label channel tibial_component).
         cuts: how the tibia is trimmed.
         supports: (medial, lateral) surfaces the femur rests on; None where the native plateau is.
-        anchors: keel, stem, pegs or screws (where cement mantles and lucent lines around them go).
+        anchors: keel, stem, pegs or screws (where cement mantles go).
+        stem: the one central anchor (keel, stem, central peg) whose sides and tip are the stem zones of
+            the Knee Society system; None for a tray on several pegs, which has no stem zones.
         half_width_mm: tray half-width (m), for interface zones.
         m_range: (min, max) m of the tray in D.
         thickness_mm: tray thickness.
@@ -48,6 +50,7 @@ class TibialBuild:
     stem_length_mm: float = 0.0
     material: str = "titanium"
     augment: Polytope | None = None
+    stem: Lobe | None = None
 
 
 def support_from(frame: Frame, height: float) -> Support:
@@ -160,8 +163,19 @@ def build_tibial(
             post = _cylinder(frame, thickness, thickness + 34.0, 6.5)
             metal.append(Solid("hinge post", "cobalt_chrome", [post], channel=TIBIAL))
     top = support_from(frame, thickness)
+    central = anchors[0] if family != "cr_pegged" and anchors else None
     return TibialBuild(
-        frame, metal, cuts, (top, top), anchors, (-half_w, half_w), thickness, stem_length, material, augment
+        frame,
+        metal,
+        cuts,
+        (top, top),
+        anchors,
+        (-half_w, half_w),
+        thickness,
+        stem_length,
+        material,
+        augment,
+        stem=central,
     )
 
 
@@ -209,4 +223,6 @@ def _uka(spec: KneeSpec, knee: Frame, shape: TibiaShape, k: float, rng: np.rando
     top = support_from(frame, thickness)
     supports = (top, None) if medial else (None, top)
     m_range = (-inner_edge, 15.0 * k) if medial else (-15.0 * k, inner_edge)
-    return TibialBuild(frame, metal, cuts, supports, anchors, m_range, thickness, 9.0, "cobalt_chrome")
+    return TibialBuild(
+        frame, metal, cuts, supports, anchors, m_range, thickness, 9.0, "cobalt_chrome", stem=anchors[0]
+    )

@@ -115,3 +115,29 @@ def test_the_femoral_shaft_stays_whole_above_a_flexed_component() -> None:
                 assert not removed, f"knee {index}: shaft cut away {t:.0f} mm up at a={a:+.1f} mm"
         checked += 1
     assert checked >= 5
+
+
+def test_stem_zones_exist_only_around_a_central_anchor() -> None:
+    """A tray on four pegs has no stem whose sides and tip could show a line (the Knee Society stem zones);
+    a keel, a central peg and a revision stem do, and the line lies along that anchor."""
+    from dataclasses import replace
+
+    config = SynthConfig(count=1, seed=5, image_px=256, views=("AP",), bilateral_fraction=0.0)
+    knee = image_spec(0, config).knees[0]
+    stem_regions = {"stem_M", "stem_L", "stem_tip"}
+    for family in ("cr_pegged", "ps_box_keel", "cr_porous_screws", "revision_cck_stemmed"):
+        spec = replace(
+            knee,
+            category="revision_tka" if family.startswith("revision") else "tka",
+            family=family,
+            fixation="cemented",
+            stem_length_mm=120.0,
+            lucency_mm=dict.fromkeys(stem_regions, 1.5),
+        )
+        scene = build_knee(spec, 0.0, seed=1)
+        regions = set(scene.lucency_mm) & stem_regions
+        if family == "cr_pegged":
+            assert not regions, family
+            assert not any(s.name.startswith("lucent line stem") for s in scene.solids)
+        else:
+            assert regions == stem_regions, family
