@@ -41,6 +41,17 @@ def test_widest_sustained_line_wins() -> None:
     assert sustained_width(centres, widths, run_mm=6.0, fill=1.0) == pytest.approx(2.2)
 
 
+def test_line_at_the_end_of_a_zone_reads_like_one_in_its_middle() -> None:
+    # A zone whose interface has a gap (a few profiles 6 mm before the rest were discarded): the line
+    # along its last 4 mm holds 9 of the 13 windows of the stretch that ends at the zone's end, but no
+    # stretch that starts at a window both reaches 9 mm and holds it.
+    centres = np.concatenate([[-26.7, -16.4, -4.1], np.linspace(1.7, 7.0, 13)])
+    widths = np.asarray([0.0] * 7 + [1.9] * 9)
+    assert sustained_width(centres, widths, run_mm=9.0, fill=0.5) == pytest.approx(1.9)
+    # Mirrored, the same line at the zone's start reads the same.
+    assert sustained_width(-centres[::-1], widths[::-1].copy(), run_mm=9.0, fill=0.5) == pytest.approx(1.9)
+
+
 def test_zone_shorter_than_the_run_is_one_stretch() -> None:
     centres, widths = _windows([1.2, 1.3, 0.0, 1.1])  # 4.5 mm of interface
     assert sustained_width(centres, widths, run_mm=9.0, fill=0.5) == pytest.approx(1.1)

@@ -199,12 +199,14 @@ def _window_widths(
 def sustained_width(centres: np.ndarray, widths: np.ndarray, run_mm: float, fill: float) -> float:
     """Widest line (mm) sustained over ``run_mm`` of contiguous interface: the zone's reading.
 
-    Every stretch of interface ``run_mm`` long (the windows whose centres, in mm along the interface,
-    lie within ``run_mm`` of a window's centre, that window first) reads the width that at least
-    ``fill`` of its windows reach; the zone reads the widest stretch. A line along part of a zone is thus
-    read at its width however little of the zone it covers, as long as it runs along about ``fill`` times
-    ``run_mm`` of interface, while an isolated window (texture, a vessel) does not make a line. A zone
-    shorter than ``run_mm`` is one stretch. No windows read 0.
+    Every stretch of interface ``run_mm`` long reads the width that at least ``fill`` of its windows
+    reach; the zone reads the widest stretch. The stretches are those that start at a window (the
+    windows whose centres, in mm along the interface, lie within ``run_mm`` after it) and those that end
+    at one (within ``run_mm`` before it), so a line at either end of a zone is read like one in its
+    middle. A line along part of a zone is thus read at its width however little of the zone it covers,
+    as long as it runs along about ``fill`` times ``run_mm`` of interface, while an isolated window
+    (texture, a vessel) does not make a line. A zone shorter than ``run_mm`` is one stretch. No windows
+    read 0.
     """
     if len(widths) == 0:
         return 0.0
@@ -215,10 +217,13 @@ def sustained_width(centres: np.ndarray, widths: np.ndarray, run_mm: float, fill
         return float(np.quantile(widths, quantile, method="lower"))
     best = 0.0
     for i in range(len(centres)):
-        if centres[-1] - centres[i] < run_mm:
-            break
-        stretch = widths[i : int(np.searchsorted(centres, centres[i] + run_mm, side="right"))]
-        best = max(best, float(np.quantile(stretch, quantile, method="lower")))
+        stretches = []
+        if centres[-1] - centres[i] >= run_mm:  # starting here
+            stretches.append(widths[i : int(np.searchsorted(centres, centres[i] + run_mm, side="right"))])
+        if centres[i] - centres[0] >= run_mm:  # ending here
+            stretches.append(widths[int(np.searchsorted(centres, centres[i] - run_mm, side="left")) : i + 1])
+        for stretch in stretches:
+            best = max(best, float(np.quantile(stretch, quantile, method="lower")))
     return best
 
 
