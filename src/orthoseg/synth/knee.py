@@ -279,6 +279,20 @@ def _interfaces(
                     replaces="trabecular",
                 )
             )
+        if spec.fixation == "cemented" and femoral.stem is not None:
+            # A cemented revision stem sits in a mantle of cement, as the tibial stem does.
+            _, mantle = _annulus(femoral.stem, 0.0, cement_mm)
+            solids.append(
+                Solid(
+                    "femoral stem cement",
+                    mu_cement,
+                    list(femur.outer),
+                    clips=[mantle],
+                    minus=femoral.stem,
+                    channel=CEMENT,
+                    replaces="trabecular",
+                )
+            )
         for name, plane in femoral.cut_planes.items():
             if name in ("distal", "posterior"):
                 for suffix, sm in (("_M", 1), ("_L", -1)):

@@ -141,3 +141,25 @@ def test_stem_zones_exist_only_around_a_central_anchor() -> None:
             assert not any(s.name.startswith("lucent line stem") for s in scene.solids)
         else:
             assert regions == stem_regions, family
+
+
+def test_a_cemented_femoral_stem_sits_in_a_cement_mantle() -> None:
+    """A line around a cemented stem lies beyond its cement (as the truth's offset says); with no mantle
+    the bone between stem and line read as part of the line."""
+    from dataclasses import replace
+
+    config = SynthConfig(count=1, seed=5, image_px=256, views=("AP",), bilateral_fraction=0.0)
+    knee = image_spec(0, config).knees[0]
+    for fixation, mantle in (("cemented", True), ("hybrid", False)):
+        spec = replace(
+            knee,
+            category="revision_tka",
+            family="revision_cck_stemmed",
+            fixation=fixation,
+            stem_length_mm=120.0,
+        )
+        scene = build_knee(spec, 0.0, seed=1)
+        names = [s.name for s in scene.solids]
+        assert ("femoral stem cement" in names) is mantle, fixation
+        stem_cement = [s for s in scene.solids if s.name == "femoral stem cement"]
+        assert all(s.channel == BY_NAME["cement"].channel for s in stem_cement)
