@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orthoseg.storage import LocalStore, ObjectStore, open_store, store_from_settings
+from orthoseg.storage import LocalStore, ObjectStore, local_path, open_store, store_from_settings
 
 if TYPE_CHECKING:
     from orthoseg.model_package import SegmentationModel
@@ -91,12 +91,14 @@ def resolve_source(settings: Settings, source: str) -> InferenceSource:
         canonical = f"dataset:{version}" + (f"@{batch}" if batch else "")
         return InferenceSource(settings.store, settings.s3_endpoint_url, keys, canonical)
     if source.startswith("s3://"):
-        store = open_store(source, endpoint_url=settings.s3_endpoint_url)
+        store = open_store(
+            source, endpoint_url=settings.s3_endpoint_url, max_attempts=settings.s3_max_attempts
+        )
         keys, sizes = _listed(store)
         if not keys:
             raise InferenceError(f"no file under {source}")
         return InferenceSource(store.uri, settings.s3_endpoint_url, keys, store.uri, sizes)
-    local = Path(source[len("file://") :] if source.startswith("file://") else source).expanduser()
+    local = local_path(source)
     if local.is_dir():
         store = LocalStore(local)
         keys, sizes = _listed(store)
@@ -146,7 +148,7 @@ def load_model(settings: Settings, model_ref: str) -> tuple[SegmentationModel, s
     """
     from orthoseg.model_package import CONFIG_FILE, SegmentationModel, config_hash
 
-    folder = Path(model_ref[len("file://") :] if model_ref.startswith("file://") else model_ref).expanduser()
+    folder = local_path(model_ref)
     if folder.is_dir() and any(folder.rglob(CONFIG_FILE)):
         model = SegmentationModel.from_directory(folder, device="cpu")
         return model, settings.model_name, f"dir-{config_hash(model.config)}"

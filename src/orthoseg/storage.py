@@ -109,14 +109,17 @@ class ObjectStore(Protocol):
     def url(self, key: str) -> str: ...
 
 
+def local_path(location: str | Path) -> Path:
+    """The local path named by a path or a ``file://`` URI, the user's folder expanded (not resolved)."""
+    text = str(location)
+    return Path(text[len("file://") :] if text.startswith("file://") else text).expanduser()
+
+
 class LocalStore:
     """A folder on disk. Writes are atomic (temporary file, then rename), so a crash leaves no half files."""
 
     def __init__(self, root: str | Path) -> None:
-        root_str = str(root)
-        if root_str.startswith("file://"):
-            root_str = root_str[len("file://") :]
-        self.root = Path(root_str).expanduser().resolve()
+        self.root = local_path(root).resolve()
         self.uri = self.root.as_uri()
 
     def _path(self, key: str) -> Path:
@@ -336,6 +339,27 @@ def store_from_settings(settings: Settings) -> ObjectStore:
     return open_store(
         settings.store, endpoint_url=settings.s3_endpoint_url, max_attempts=settings.s3_max_attempts
     )
+
+
+def batch_store(settings: Settings, source: str) -> ObjectStore:
+    """The store holding a batch of files to validate.
+
+    ``source`` is a store URI (``s3://bucket/prefix``, ``file://...``), an existing local folder, or else a
+    prefix inside the configured store (e.g. ``incoming/<batch>``).
+
+    Raises:
+        ValueError: when ``source`` is a local file rather than a folder.
+    """
+    if source.startswith(("s3://", "file://")):
+        return open_store(
+            source, endpoint_url=settings.s3_endpoint_url, max_attempts=settings.s3_max_attempts
+        )
+    path = local_path(source)
+    if path.is_dir():
+        return open_store(str(path))
+    if path.is_file():
+        raise ValueError(f"source must be a folder or store prefix holding a batch, not a file: {source}")
+    return substore(store_from_settings(settings), source)
 
 
 def substore(store: ObjectStore, prefix: str) -> ObjectStore:

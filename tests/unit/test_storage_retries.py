@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from orthoseg.settings import Settings
-from orthoseg.storage import S3Store, open_store, s3_client_config, store_from_settings, substore
-from orthoseg.validation.inventory import resolve_source
+from orthoseg.storage import S3Store, batch_store, open_store, s3_client_config, store_from_settings, substore
 
 
 def _retries(store: object) -> dict[str, object]:
@@ -25,8 +24,8 @@ def test_max_attempts_flows_from_settings_to_every_s3_client(monkeypatch: pytest
     expected = {"total_max_attempts": 7, "mode": "standard"}
     assert _retries(store) == expected
     assert _retries(substore(store, "incoming/b1")) == expected
-    assert _retries(resolve_source(settings, "s3://other/incoming/b1")) == expected
-    assert _retries(resolve_source(settings, "incoming/b1")) == expected
+    assert _retries(batch_store(settings, "s3://other/incoming/b1")) == expected
+    assert _retries(batch_store(settings, "incoming/b1")) == expected
     assert _retries(open_store("s3://bucket/x")) == {"total_max_attempts": 5, "mode": "standard"}
 
 

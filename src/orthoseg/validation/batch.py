@@ -35,12 +35,12 @@ from pydantic import BaseModel
 from orthoseg.labels import LABEL_CONTRACT_VERSION
 from orthoseg.progress import ProgressCallback
 from orthoseg.settings import Settings
-from orthoseg.storage import ObjectStore, join_key, store_from_settings
+from orthoseg.storage import ObjectStore, batch_store, join_key, store_from_settings
 from orthoseg.validation import dataset as ds
 from orthoseg.validation.config import ValidationConfig
 from orthoseg.validation.duplicates import mark_duplicates, refused_copies
 from orthoseg.validation.executor import read_all
-from orthoseg.validation.inventory import InputFile, Inventory, check_source, resolve_source, take_inventory
+from orthoseg.validation.inventory import InputFile, Inventory, check_source, take_inventory
 from orthoseg.validation.outputs import copy_object, put_file_if_changed, put_if_changed, run_threads
 from orthoseg.validation.reader import (
     COLUMNS,
@@ -573,7 +573,7 @@ def validate_batch(
     _check_arguments(batch, purpose)
     config = config or ValidationConfig.from_settings(settings)
     store = store_from_settings(settings)
-    source_store = resolve_source(settings, source)
+    source_store = batch_store(settings, source)
     check_source(source_store, store)
     inventory = take_inventory(source_store)
     if not inventory.files:
@@ -716,7 +716,7 @@ def prescreen_batch(
     _check_arguments(batch, purpose)
     config = config or ValidationConfig.from_settings(settings)
     store = store_from_settings(settings)
-    source_store = resolve_source(settings, source)
+    source_store = batch_store(settings, source)
     check_source(source_store, store)
     inventory = take_inventory(source_store)
     if not inventory.files:

@@ -6,13 +6,12 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from orthoseg.storage import ObjectInfo, ObjectStore, open_store, store_from_settings, substore
+from orthoseg.storage import ObjectInfo, ObjectStore
 
 if TYPE_CHECKING:
-    from orthoseg.settings import Settings
+    pass
 
 logger = logging.getLogger(__name__)
 
@@ -59,27 +58,6 @@ class Inventory:
     labels_by_uid: dict[str, list[InputFile]] = field(default_factory=dict)
     truth_by_uid: dict[str, list[InputFile]] = field(default_factory=dict)
     unpaired: list[InputFile] = field(default_factory=list)
-
-
-def resolve_source(settings: Settings, source: str) -> ObjectStore:
-    """The store holding the batch.
-
-    ``source`` is a store URI (``s3://bucket/prefix``, ``file://...``), an existing local folder, or else a
-    prefix inside the configured store (e.g. ``incoming/<batch>``).
-
-    Raises:
-        ValueError: when ``source`` is a local file rather than a folder.
-    """
-    if source.startswith(("s3://", "file://")):
-        return open_store(
-            source, endpoint_url=settings.s3_endpoint_url, max_attempts=settings.s3_max_attempts
-        )
-    path = Path(source).expanduser()
-    if path.is_dir():
-        return open_store(str(path))
-    if path.is_file():
-        raise ValueError(f"source must be a folder or store prefix holding a batch, not a file: {source}")
-    return substore(store_from_settings(settings), source)
 
 
 def check_source(source: ObjectStore, store: ObjectStore) -> None:
