@@ -111,3 +111,28 @@ def test_tray_line_under_part_of_a_zone_is_found() -> None:
     # Read as a quantile of the whole zone (a run as long as the zone), the partial line is missed.
     whole = CONFIG.model_copy(update={"line_run_mm": 100.0})
     assert zone_widths(pixels, tray, tibia, tray, (spacing, spacing), frame, whole)["tibia_1M"] < 1.0
+
+
+def test_an_augment_block_under_the_tray_is_tray_not_stem_tip() -> None:
+    """A revision tray with a 10 mm augment under its medial half and a 60 mm stem: the augment's underside
+    faces distally below the tray zone's depth, yet it is tray (zone 1M); only the stem's end is the tip."""
+    spacing = 0.2
+    shape = (560, 400)
+    rows = np.arange(shape[0])[:, None] * np.ones(shape[1])[None]
+    cols = np.ones(shape[0])[:, None] * np.arange(shape[1])[None]
+    tray = (rows >= 100) & (rows < 115) & (cols >= 50) & (cols < 350)
+    augment = (rows >= 115) & (rows < 165) & (cols >= 225) & (cols < 345)  # 10 mm deep, medial half
+    stem = (rows >= 115) & (rows < 415) & (cols >= 180) & (cols < 220)  # 60 mm long
+    implant = tray | augment | stem
+    tibia = (rows >= 100) & (cols >= 40) & (cols < 360)
+    pixels = np.where(tibia, 100.0, 10.0)
+    under_augment = (rows >= 165) & (rows < 173) & (cols >= 240) & (cols < 330)  # a 1.6 mm line
+    pixels[under_augment] = 45.0
+    pixels[(rows >= 173) & (rows < 177) & (cols >= 240) & (cols < 330)] = 130.0
+    pixels[implant] = 250.0
+    frame = frame_for(
+        "tibia", "AP", np.array([1.0, 0.0]), np.array([0.0, 1.0]), np.array([100 * spacing, 200 * spacing])
+    )
+    widths = zone_widths(pixels, implant, tibia, implant, (spacing, spacing), frame, CONFIG)
+    assert widths["tibia_1M"] == pytest.approx(1.6, abs=0.25)
+    assert widths.get("tibia_3", 0.0) == pytest.approx(0.0, abs=0.05)

@@ -126,16 +126,26 @@ def profile_width(profile: np.ndarray, noise: float, config: MeasurementConfig) 
 
 
 def zone_of(
-    point: np.ndarray, normal: np.ndarray, depth: float, frame: InterfaceFrame, config: MeasurementConfig
+    point: np.ndarray,
+    normal: np.ndarray,
+    depth: float,
+    frame: InterfaceFrame,
+    config: MeasurementConfig,
+    tip_depth: float | None = None,
 ) -> str | None:
     """Knee Society zone of an interface point (None when it belongs to none of the view's zones).
 
     ``depth`` is how far the point lies from the component's joint-side surface into the bone (mm).
+    ``tip_depth``: a tibial point facing distally belongs to the tip zone from this depth on; above it
+    (and below ``tray_zone_depth_mm``) it is the underside of an augment block or a step of the tray, in
+    the tray's zone. None: from ``tray_zone_depth_mm``.
     """
     facing_away = float(normal @ frame.away)
     facing_side = float(normal @ frame.side)
     on_side = float((point - frame.origin) @ frame.side) > 0
     shallow = depth <= config.tray_zone_depth_mm
+    if frame.component == "tibia" and facing_away > 0.7 and not shallow and tip_depth is not None:
+        shallow = depth < tip_depth
     if frame.component == "tibia":
         if frame.view == "AP":
             if facing_away > 0.7:
@@ -284,9 +294,12 @@ def zone_widths(
     normals = normals[valid]
     depth_all = (points - frame.origin) @ frame.away
     top = float(np.percentile(depth_all, 1.0))
+    # The tip zone starts half way down the deepest anchor (keel, stem, peg): an augment block under the
+    # tray, 5-10 mm deep, faces distally too but is tray.
+    tip_depth = max(config.tray_zone_depth_mm, 0.5 * (float(np.percentile(depth_all, 99.0)) - top))
     zones = np.array(
         [
-            zone_of(point, normal, float(depth - top), frame, config) or ""
+            zone_of(point, normal, float(depth - top), frame, config, tip_depth) or ""
             for point, normal, depth in zip(points, normals, depth_all, strict=True)
         ]
     )
