@@ -24,8 +24,9 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 
-# The base image runs as the non-root user `ray` (uid 1000) and owns its Python environment.
-USER ray
+# The base image's non-root user `ray` (uid 1000, group users 100) owns its Python environment; named by
+# number so that Kubernetes can check runAsNonRoot (infra/ pins the same ids).
+USER 1000:100
 WORKDIR /home/ray/orthoseg
 
 # 1. torch (largest layer, changes least), then pinned so later steps cannot swap the build.

@@ -18,10 +18,13 @@ from components.steps import (
     validate_op,
 )
 
-# On a cluster, every step reads ORTHOSEG_* from this ConfigMap and S3 credentials from this Secret
-# (infra/ creates both); kfp.local ignores these and steps inherit the caller's environment.
+# On a cluster, every step reads ORTHOSEG_* from this ConfigMap, S3 credentials from one Secret and the
+# pseudonym salt from another (infra/ documents both Secrets); kfp.local ignores these and steps inherit
+# the caller's environment.
 CONFIG_MAP = "orthoseg-config"
 S3_SECRET = "orthoseg-s3"
+SALT_SECRET = "orthoseg-pseudonym"
+SALT_KEY = "ORTHOSEG_PSEUDONYM_SALT"
 CONFIG_KEYS = ("ORTHOSEG_STORE", "ORTHOSEG_S3_ENDPOINT_URL", "ORTHOSEG_MLFLOW_URI", "ORTHOSEG_RAY_ADDRESS")
 
 
@@ -37,6 +40,7 @@ def _with_cluster_environment(task: dsl.PipelineTask) -> dsl.PipelineTask:
             "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
         },
     )
+    kubernetes.use_secret_as_env(task, secret_name=SALT_SECRET, secret_key_to_env={SALT_KEY: SALT_KEY})
     return task
 
 
