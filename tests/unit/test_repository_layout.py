@@ -123,6 +123,8 @@ def test_dockerfile_installs_project_without_runtime_pip() -> None:
     # Non-root at run time; no pip when a container starts; no credentials baked in.
     users = [arg for op, arg in instructions if op == "USER"]
     assert users and users[-1] not in {"root", "0", "0:0"}
+    # By number: Kubernetes can only check runAsNonRoot for a numeric user (infra/ pins 1000:100 too).
+    assert re.fullmatch(r"[1-9]\d*:\d+", users[-1]), users[-1]
     for op, arg in instructions:
         if op in {"CMD", "ENTRYPOINT"}:
             assert "pip" not in arg
