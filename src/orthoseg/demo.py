@@ -143,7 +143,7 @@ def run_demo(settings: Settings, profile_name: str = "small") -> DemoResult:
     Raises:
         ValueError: for an unknown profile name.
     """
-    from orthoseg.registry import resolve_model
+    from orthoseg.registry import RegistryError, resolve_model
     from orthoseg.synth import SynthConfig, generate_dataset, write_preview
     from pipelines.runner import run_inference_pipeline, run_training_pipeline
 
@@ -185,7 +185,7 @@ def run_demo(settings: Settings, profile_name: str = "small") -> DemoResult:
     champion_version: str | None
     try:
         champion_version, _ = resolve_model(settings, "champion")
-    except Exception:  # no champion: the gate refused every model so far
+    except RegistryError:  # no champion: the gate refused every model so far
         champion_version = None
     return summarize_demo(settings, profile_name, training, inference, champion_version, started)
 

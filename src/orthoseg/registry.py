@@ -64,13 +64,22 @@ def tracking_client(settings: Settings) -> MlflowClient:
     return connect_tracking(settings)
 
 
+# What MLflow answers when the model or the alias does not exist (the model: RESOURCE_DOES_NOT_EXIST; the
+# alias on an existing model: INVALID_PARAMETER_VALUE). Anything else, e.g. an unreachable server, is a
+# fault and propagates.
+_NO_SUCH_ALIAS = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
 def alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    """The version behind ``alias``, or None when the model or the alias does not exist."""
     from mlflow.exceptions import MlflowException
 
     try:
         return client.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None
+    except MlflowException as error:
+        if error.error_code in _NO_SUCH_ALIAS:
+            return None
+        raise
 
 
 def get_version(client: MlflowClient, name: str, version: str) -> ModelVersion:
