@@ -32,7 +32,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "standard": {
         "preprocess": {"canvas_px": 320, "spacing_mm": 0.6},
         "train": {
-            "epochs": 60,
+            "epochs": 100,
             "batch_size": 8,
             "learning_rate": 4e-3,
             "warmup_epochs": 2.0,
