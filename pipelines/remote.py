@@ -7,12 +7,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pipelines.compile import compile_pipelines
-from pipelines.definitions import inference_pipeline, training_pipeline
+from pipelines.compile import cluster_pipelines, compile_pipelines
 
 logger = logging.getLogger(__name__)
 
-PIPELINES = {"training": training_pipeline, "inference": inference_pipeline}
+PIPELINES = ("training", "inference")
 EXPERIMENT = "orthoseg"
 SERVICE_ACCOUNT = "orthoseg-pipeline"
 
@@ -50,12 +49,16 @@ def pipeline_arguments(
 
 
 def submit_pipeline(host: str, name: str, arguments: dict[str, Any]) -> dict[str, str]:
-    """Start one run of a pipeline on the cluster at ``host``; returns its run id."""
+    """Start one run of a pipeline, sized by ``Settings().pipeline``, on the cluster at ``host``; returns
+    its run id."""
     import kfp
 
     client = kfp.Client(host=host)
     result = client.create_run_from_pipeline_func(
-        PIPELINES[name], arguments=arguments, experiment_name=EXPERIMENT, service_account=SERVICE_ACCOUNT
+        cluster_pipelines()[name],
+        arguments=arguments,
+        experiment_name=EXPERIMENT,
+        service_account=SERVICE_ACCOUNT,
     )
     logger.info("Submitted %s pipeline run %s", name, result.run_id)
     return {"pipeline": name, "run_id": str(result.run_id), "host": host}

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 if TYPE_CHECKING:
     from rich.table import Table
 
+    from orthoseg.pipeline_config import PipelineConfig
     from orthoseg.settings import ScheduleSettings, Settings
 
 logger = logging.getLogger(__name__)
@@ -295,14 +296,15 @@ def existing_from_recurring_run(run: Any, version_name: str | None) -> ExistingS
     )
 
 
-def compile_packages(folder: Path) -> dict[str, PipelinePackage]:
-    """Compile both pipelines with the project's compiler and name each version by its content."""
+def compile_packages(folder: Path, config: PipelineConfig | None = None) -> dict[str, PipelinePackage]:
+    """Compile both pipelines with the project's compiler, each step sized by ``config`` (default
+    ``Settings().pipeline``), and name each version by its content."""
     import yaml
 
     from pipelines.compile import compile_pipelines
 
     packages = {}
-    for pipeline, path in compile_pipelines(folder).items():
+    for pipeline, path in compile_pipelines(folder, config).items():
         content = Path(path).read_bytes()
         pipeline_name = next(yaml.safe_load_all(content))["pipelineInfo"]["name"]
         version_name = f"{pipeline_name}-{hashlib.sha256(content).hexdigest()[:12]}"
@@ -346,7 +348,7 @@ def sync_schedules(settings: Settings, host: str, *, dry_run: bool = False) -> S
     schedule = settings.schedule
     step = ["compiling the pipelines"]
     with tempfile.TemporaryDirectory() as folder:
-        packages = compile_packages(Path(folder))
+        packages = compile_packages(Path(folder), settings.pipeline)
         desired = desired_schedules(schedule, packages)
         with _talking_to(host, step), contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)

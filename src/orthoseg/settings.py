@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from orthoseg.augment import AugmentConfig
 from orthoseg.inference_config import InferenceConfig
 from orthoseg.model import Architecture, NetworkConfig
+from orthoseg.pipeline_config import PipelineConfig
 from orthoseg.profiles import PROFILES, profile_defaults
 from orthoseg.schedule import validate_cron
 
@@ -234,6 +235,9 @@ class Settings(BaseSettings):
         schedule: the Kubeflow Pipelines recurring runs (``orthoseg schedule``).
         inference: how batch inference runs (actors, batch size, CPUs and GPUs per actor, test-time
             passes; ``orthoseg.inference_config``), e.g. ``ORTHOSEG_INFERENCE__NUM_GPUS_PER_ACTOR=1``.
+        pipeline: CPU, memory, GPUs, retries and timeouts of each Kubeflow Pipelines step on a cluster,
+            and the node selector and tolerations of their pods, e.g.
+            ``ORTHOSEG_PIPELINE__TRAINING__MEMORY_LIMIT=8Gi``.
     """
 
     model_config = SettingsConfigDict(env_prefix="ORTHOSEG_", env_nested_delimiter="__", extra="forbid")
@@ -259,6 +263,7 @@ class Settings(BaseSettings):
     promotion: PromotionSettings = PromotionSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     inference: InferenceConfig = InferenceConfig()
+    pipeline: PipelineConfig = PipelineConfig()
 
     @model_validator(mode="before")
     @classmethod
