@@ -13,10 +13,12 @@ from orthoseg.registry import alias_version
 
 
 def test_a_missing_model_or_alias_is_none(tmp_path: Path) -> None:
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # The registry named explicitly: a process-wide registry URI set earlier must not be used instead.
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     assert alias_version(client, "no-such-model", "champion") is None
-    client.create_registered_model("orthoseg-knee")
-    assert alias_version(client, "orthoseg-knee", "champion") is None
+    client.create_registered_model("alias-test-model")
+    assert alias_version(client, "alias-test-model", "champion") is None
 
 
 class _FailingRegistry:
