@@ -115,106 +115,45 @@ class Toleration(BaseModel):
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
 
 
+# Pod sizes the steps choose from (Kubernetes quantities: requests, then the limits twice as large).
+_TINY = {"cpu_request": "100m", "cpu_limit": "500m", "memory_request": "256Mi", "memory_limit": "512Mi"}
+_SMALL = {"cpu_request": "500m", "cpu_limit": "1", "memory_request": "1Gi", "memory_limit": "2Gi"}
+_MEDIUM = {"cpu_request": "1", "cpu_limit": "2", "memory_request": "2Gi", "memory_limit": "4Gi"}
+_LARGE = {"cpu_request": "2", "cpu_limit": "4", "memory_request": "4Gi", "memory_limit": "8Gi"}
+
 # Each step's defaults; a partial override (one ORTHOSEG_PIPELINE__<STEP>__<FIELD>) keeps the others.
 # Timeouts are generous upper bounds per attempt, not estimates.
 STEP_DEFAULTS: dict[str, dict[str, Any]] = {
     # Reads the batch and writes the dataset version, in validation_workers reader processes and the
     # parent. Retried: store errors can be transient, and a re-run rewrites nothing that is right
     # already (the dataset version is a content hash; copies skip identical bytes).
-    "validation": {
-        "cpu_request": "1",
-        "cpu_limit": "2",
-        "memory_request": "2Gi",
-        "memory_limit": "4Gi",
-        "retries": 2,
-        "timeout_s": 4 * 3600,
-    },
+    "validation": {**_MEDIUM, "retries": 2, "timeout_s": 4 * 3600},
     # Reads the registry, the store and the champion's model. Retried: it only reads.
-    "retrain_gate": {
-        "cpu_request": "500m",
-        "cpu_limit": "1",
-        "memory_request": "1Gi",
-        "memory_limit": "2Gi",
-        "retries": 2,
-        "timeout_s": 1800,
-    },
+    "retrain_gate": {**_SMALL, "retries": 2, "timeout_s": 1800},
     # Logs one line. Not retried: without I/O a failure would only repeat.
-    "retrain_skipped": {
-        "cpu_request": "100m",
-        "cpu_limit": "500m",
-        "memory_request": "256Mi",
-        "memory_limit": "512Mi",
-        "retries": 0,
-        "timeout_s": 600,
-    },
+    "retrain_skipped": {**_TINY, "retries": 0, "timeout_s": 600},
     # The Ray Train driver: the canvas cache and the training run on the Ray cluster, so the pod needs
     # no GPU; it talks to MLflow and holds the Ray Client connection. One retry, after 5 minutes: a lost
     # pod or a dropped connection ends the step, and the re-run resumes the same run from its latest
     # checkpoint. Worker failures are retried inside Ray Train (train.max_failures); a failure that
     # gets past them is seldom transient, and each attempt can take hours.
-    "training": {
-        "cpu_request": "1",
-        "cpu_limit": "2",
-        "memory_request": "2Gi",
-        "memory_limit": "4Gi",
-        "retries": 1,
-        "backoff_s": 300,
-        "timeout_s": 24 * 3600,
-    },
+    "training": {**_MEDIUM, "retries": 1, "backoff_s": 300, "timeout_s": 24 * 3600},
     # Runs the network in its own pod over the test split at native resolution (set gpus to use one).
     # Retried: it reads the store and MLflow, and a re-run logs the same metrics and artifacts again.
-    "evaluation": {
-        "cpu_request": "2",
-        "cpu_limit": "4",
-        "memory_request": "4Gi",
-        "memory_limit": "8Gi",
-        "retries": 2,
-        "backoff_s": 60,
-        "timeout_s": 4 * 3600,
-    },
+    "evaluation": {**_LARGE, "retries": 2, "backoff_s": 60, "timeout_s": 4 * 3600},
     # Compares numbers. Not retried: a pure function fails the same way twice.
-    "quality_gate": {
-        "cpu_request": "100m",
-        "cpu_limit": "500m",
-        "memory_request": "256Mi",
-        "memory_limit": "512Mi",
-        "retries": 0,
-        "timeout_s": 600,
-    },
+    "quality_gate": {**_TINY, "retries": 0, "timeout_s": 600},
     # MLflow registry calls and the model card's training data summary. Retried: registering a run
     # again returns its existing version.
-    "registration": {
-        "cpu_request": "500m",
-        "cpu_limit": "1",
-        "memory_request": "1Gi",
-        "memory_limit": "2Gi",
-        "retries": 2,
-        "timeout_s": 1800,
-    },
+    "registration": {**_SMALL, "retries": 2, "timeout_s": 1800},
     # Scores the candidate and the champion on the frozen benchmark set in its own pod (set gpus to use
     # one). Retried: the gate reads before it writes, and re-running it on a version already champion
     # changes and records nothing.
-    "promotion": {
-        "cpu_request": "2",
-        "cpu_limit": "4",
-        "memory_request": "4Gi",
-        "memory_limit": "8Gi",
-        "retries": 2,
-        "backoff_s": 60,
-        "timeout_s": 4 * 3600,
-    },
+    "promotion": {**_LARGE, "retries": 2, "backoff_s": 60, "timeout_s": 4 * 3600},
     # The Ray Data driver: the actors (and their GPUs) are on the Ray cluster; the pod loads the model
     # once, collects the rows and writes the batch's table and report. Retried: a re-run with the same
     # model resumes (finished images are skipped, stale temporary files removed).
-    "inference": {
-        "cpu_request": "1",
-        "cpu_limit": "2",
-        "memory_request": "2Gi",
-        "memory_limit": "4Gi",
-        "retries": 2,
-        "backoff_s": 60,
-        "timeout_s": 12 * 3600,
-    },
+    "inference": {**_MEDIUM, "retries": 2, "backoff_s": 60, "timeout_s": 12 * 3600},
 }
 
 

@@ -6,12 +6,9 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from orthoseg.storage import ObjectInfo, ObjectStore
-
-if TYPE_CHECKING:
-    pass
 
 logger = logging.getLogger(__name__)
 
