@@ -238,6 +238,75 @@ def cut_training_window(
     return image[..., top : top + side, :], masks[..., top : top + side, :]
 
 
+# A shaft window starts this fraction of its side beyond the last pixel of the other side of the joint.
+SHAFT_WINDOW_MARGIN_FRACTION = 1 / 32
+# ... and is used only when film fills at least this fraction of its rows.
+SHAFT_WINDOW_MIN_FILM_FRACTION = 1 / 3
+
+
+def cut_shaft_window(
+    image: np.ndarray,
+    masks: np.ndarray,
+    valid_rows: tuple[int, int] | np.ndarray,
+    side: int,
+    rng: np.random.Generator,
+    femoral_channels: tuple[int, ...],
+    tibial_channels: tuple[int, ...],
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """A ``side`` square of a training strip that shows one side of the knee joint only: the leg below
+    the joint (tibia and fibula shafts, a tibial stem) or the thigh above it.
+
+    Archives hold films of the leg without the knee (shaft, ankle and long-leg films): with the joint
+    always in view in training, a network calls two long shafts whatever it learnt long shafts next to a
+    knee to be. The window begins just past the other side's last labelled row and runs on down (or
+    up), or at a random depth beyond it; rows beyond the strip's film are zero, as the canvas is
+    outside a film.
+
+    Args:
+        image: (..., H, side) strip image from ``training_strip``.
+        masks: (C, H, side) strip masks.
+        valid_rows: (first, end) rows of the strip that hold canvas.
+        side: window side.
+        rng: random source (which side, and how far past the joint).
+        femoral_channels: mask channels above the joint (femur, patella, femoral component).
+        tibial_channels: mask channels below the joint (tibia, fibula, tibial component).
+
+    Returns:
+        The window image and masks, or None when the strip has no joint to leave or too little film on
+        the chosen side.
+    """
+    height = image.shape[-2]
+    femoral_rows = np.flatnonzero(np.asarray(masks)[list(femoral_channels)].any(axis=(0, 2)))
+    tibial_rows = np.flatnonzero(np.asarray(masks)[list(tibial_channels)].any(axis=(0, 2)))
+    if femoral_rows.size == 0 or tibial_rows.size == 0:
+        return None
+    first, end = int(valid_rows[0]), int(valid_rows[1])
+    margin = max(1, round(side * SHAFT_WINDOW_MARGIN_FRACTION))
+    min_film = round(side * SHAFT_WINDOW_MIN_FILM_FRACTION)
+    # Half the windows begin at the joint (the most film), half at a random depth into the film (the
+    # shafts alone, away from the plateau or condyles, whatever the film holds beyond them).
+    deep = rng.random() < 0.5
+    if rng.random() < 0.5:  # the leg below the joint
+        start = int(femoral_rows[-1]) + 1 + margin
+        film = end - start
+        if film < min_film:
+            return None
+        top = start + int(rng.integers(0, max(0, (film - min_film) if deep else (film - side)) + 1))
+    else:  # the thigh above the joint
+        stop = int(tibial_rows[0]) - margin
+        film = stop - first
+        if film < min_film:
+            return None
+        top = stop - side - int(rng.integers(0, max(0, (film - min_film) if deep else (film - side)) + 1))
+    pad_top, pad_bottom = max(0, -top), max(0, top + side - height)
+    window_image = np.zeros((*image.shape[:-2], side, image.shape[-1]), dtype=image.dtype)
+    window_masks = np.zeros((masks.shape[0], side, masks.shape[-1]), dtype=masks.dtype)
+    rows = slice(max(0, top), min(height, top + side))
+    window_image[..., pad_top : side - pad_bottom, :] = image[..., rows, :]
+    window_masks[:, pad_top : side - pad_bottom, :] = masks[:, rows, :]
+    return window_image, window_masks
+
+
 def restore_to_native(canvas_maps: np.ndarray, transform: CanvasTransform) -> np.ndarray:
     """Invert ``preprocess_radiograph`` for per-channel maps: (C, canvas rows, canvas columns) -> (C, H, W).
 

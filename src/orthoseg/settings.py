@@ -84,6 +84,10 @@ class TrainConfig(BaseModel):
         window_context_rows: canvas rows of film kept above and below each training window in the
             cache; every epoch cuts the window at a random height within them, so the ends of long
             films and revision stems are seen in training as they are at inference (0: a fixed window).
+        shaft_window_probability: chance a training window shows one side of the knee joint only (the
+            leg below it or the thigh above it; ``orthoseg.preprocessing.cut_shaft_window``), so films
+            of the shafts without the knee are read as tibia and fibula, or femur (needs
+            ``window_context_rows``).
         max_failures: worker-group restarts (from the latest checkpoint) before the run fails.
         seed: initialisation and augmentation seed.
         checkpoint_every_epochs: checkpoint (and report metrics) every this many epochs.
@@ -118,6 +122,7 @@ class TrainConfig(BaseModel):
     shuffle_buffer_images: int = Field(default=64, ge=1)
     cache_shard_images: int = Field(default=32, ge=1)
     window_context_rows: int = Field(default=0, ge=0, le=4096)
+    shaft_window_probability: float = Field(default=0.0, ge=0.0, le=1.0)
     max_failures: int = Field(default=2, ge=0)
     seed: int = 0
     checkpoint_every_epochs: int = Field(default=1, ge=1)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from orthoseg.preprocessing import (
+    cut_shaft_window,
     cut_training_window,
     masks_to_canvas,
     plan_canvas,
@@ -107,6 +108,41 @@ def test_random_windows_reach_both_ends_of_a_long_film_and_never_leave_it() -> N
     assert reach[0] == row - 160 and reach[1] == 640 - 256  # 160 rows above; the film ends below
     centred, _ = cut_training_window(image, strip_masks, valid_rows, 256, None)
     assert int(centred[0, 0]) == row
+
+
+def test_shaft_windows_show_one_side_of_the_joint_and_only_film_rows() -> None:
+    canvas, masks = _long_film_canvas()  # femur rows 100-329, tibia 330-599
+    image, strip_masks, valid_rows = training_strip(canvas, masks, 256, context_rows=160)
+    rng = np.random.default_rng(0)
+    sides = {"leg": 0, "thigh": 0}
+    for _ in range(200):
+        cut = cut_shaft_window(image, strip_masks, valid_rows, 256, rng, (0,), (1,))
+        assert cut is not None
+        window, window_masks = cut
+        assert window.shape == (256, 256) and window_masks.shape == (7, 256, 256)
+        femur_seen, tibia_seen = window_masks[0].any(), window_masks[1].any()
+        assert femur_seen != tibia_seen  # exactly one side of the joint
+        sides["thigh" if femur_seen else "leg"] += 1
+        film = np.flatnonzero(window[:, 0])
+        assert film.size >= 256 // 3  # enough film to learn from
+        # the film rows are consecutive canvas rows, kept beside their labels; the rest is zero
+        first_row = window[film[0], 0]
+        np.testing.assert_array_equal(window[film, 0], np.arange(first_row, first_row + film.size))
+        if tibia_seen:
+            assert window[film[0], 0] > 329  # starts below the femur's last row
+            assert window_masks[1, film].any(axis=1).all() or window[film[-1], 0] >= 599
+        else:
+            assert window[film[-1], 0] < 330  # ends above the tibia's first row
+    assert sides["leg"] > 50 and sides["thigh"] > 50
+
+
+def test_no_shaft_window_without_both_sides_of_a_joint() -> None:
+    canvas, masks = _long_film_canvas()
+    masks[0] = False  # a film of the leg alone: there is no joint to leave
+    image, strip_masks, valid_rows = training_strip(canvas, masks, 256, context_rows=160)
+    rng = np.random.default_rng(1)
+    cuts = [cut_shaft_window(image, strip_masks, valid_rows, 256, rng, (0,), (1,)) for _ in range(20)]
+    assert all(cut is None for cut in cuts)
 
 
 def test_a_film_no_taller_than_the_window_gives_the_window_at_any_draw() -> None:

@@ -64,3 +64,27 @@ def test_training_strips_are_cut_at_random_heights_and_validation_at_the_centre(
     assert tops[0] == set(range(0, 65))  # every height of a film that fills the strip
     assert tops[1] == {32}  # the film fills only the window: no choice
     assert min(tops[2]) == 10 and max(tops[2]) == 64
+
+
+def test_a_share_of_training_windows_leaves_the_knee_joint_out() -> None:
+    from orthoseg.labels import STRUCTURE_NAMES
+    from orthoseg.training.loop import _windows
+
+    femur, tibia = STRUCTURE_NAMES.index("femur"), STRUCTURE_NAMES.index("tibia")
+    masks = np.zeros((1, 7, 192, 64), dtype=np.uint8)
+    masks[0, femur, 40:96, 16:48] = 1
+    masks[0, tibia, 96:152, 16:48] = 1
+    batch = {  # film only in rows 64-128: a plain window is always rows 64-128, across the joint
+        "image": np.ones((1, 1, 192, 64), dtype=np.float32),
+        "masks": masks,
+        "valid_rows": np.array([[64, 128]], dtype=np.int32),
+    }
+    rng = np.random.default_rng(0)
+    one_sided = 0
+    for _ in range(400):
+        _, window_masks = _windows(batch, rng, shaft_window_probability=0.25)
+        seen = window_masks[0, [femur, tibia]].any(axis=(1, 2))
+        one_sided += int(seen.sum() == 1)
+    assert 60 <= one_sided <= 140  # about a quarter of 400
+    plain = [_windows(batch, rng)[1][0, [femur, tibia]].any(axis=(1, 2)) for _ in range(200)]
+    assert all(seen.all() for seen in plain)  # the default keeps the joint in every window

@@ -30,6 +30,10 @@ from orthoseg.settings import TrainConfig
 from orthoseg.training.checkpoint import TrainState, read_checkpoint, write_checkpoint
 from orthoseg.training.schedule import learning_rate_at
 
+# Mask channels on each side of the knee joint (shaft windows show one side only).
+_FEMORAL_SIDE = tuple(STRUCTURE_NAMES.index(n) for n in ("femur", "patella", "femoral_component"))
+_TIBIAL_SIDE = tuple(STRUCTURE_NAMES.index(n) for n in ("tibia", "fibula", "tibial_component"))
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -66,10 +70,13 @@ class LoopConfig(BaseModel):
         return max(1, math.ceil(per_worker / self.train.batch_size))
 
 
-def _augmenting_collate(transforms: Callable[[dict], dict] | None, seed: int) -> Any:
+def _augmenting_collate(
+    transforms: Callable[[dict], dict] | None, seed: int, shaft_window_probability: float = 0.0
+) -> Any:
     """A Ray Data collate function that turns a numpy batch into augmented (images, masks) tensors on the
     worker, in Ray's batch-prefetching thread (so augmentation overlaps the previous step). With
-    augmentation, each training strip's window is cut at a random height (``seed`` starts that stream)."""
+    augmentation, each training strip's window is cut at a random height (``seed`` starts that stream),
+    and with ``shaft_window_probability`` on one side of the knee joint only."""
     from ray.data.collate_fn import NumpyBatchCollateFn
 
     rng = np.random.default_rng(seed) if transforms is not None else None
@@ -80,27 +87,31 @@ def _augmenting_collate(transforms: Callable[[dict], dict] | None, seed: int) ->
 
     class AugmentingCollate(NumpyBatchCollateFn):
         def __call__(self, batch: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-            return _collate(batch, transforms, lock, rng)
+            return _collate(batch, transforms, lock, rng, shaft_window_probability)
 
     return AugmentingCollate()
 
 
-def _windows(batch: dict[str, np.ndarray], rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray]:
-    """The square training windows of a batch of strips (``canvas_cache``): random heights with ``rng``,
-    the anatomy-centred window without."""
-    from orthoseg.preprocessing import cut_training_window
+def _windows(
+    batch: dict[str, np.ndarray], rng: np.random.Generator | None, shaft_window_probability: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """The square training windows of a batch of strips (``canvas_cache``): random heights with ``rng``
+    (one side of the knee joint only with ``shaft_window_probability``), the anatomy-centred window
+    without."""
+    from orthoseg.preprocessing import cut_shaft_window, cut_training_window
 
     images, masks = batch["image"], batch["masks"]
     side = images.shape[-1]
     if images.shape[-2] == side:
         return images, masks
     valid_rows = batch.get("valid_rows")
-    cut = [
-        cut_training_window(
-            image, mask, valid_rows[row] if valid_rows is not None else (0, image.shape[-2]), side, rng
-        )
-        for row, (image, mask) in enumerate(zip(images, masks, strict=True))
-    ]
+    cut = []
+    for row, (image, mask) in enumerate(zip(images, masks, strict=True)):
+        film_rows = valid_rows[row] if valid_rows is not None else (0, image.shape[-2])
+        window = None
+        if rng is not None and shaft_window_probability > 0 and rng.random() < shaft_window_probability:
+            window = cut_shaft_window(image, mask, film_rows, side, rng, _FEMORAL_SIDE, _TIBIAL_SIDE)
+        cut.append(window or cut_training_window(image, mask, film_rows, side, rng))
     return np.stack([c[0] for c in cut]), np.stack([c[1] for c in cut])
 
 
@@ -109,13 +120,14 @@ def _collate(
     transforms: Callable[[dict], dict] | None,
     lock: threading.Lock,
     rng: np.random.Generator | None = None,
+    shaft_window_probability: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     import torch
 
     from orthoseg.augment import augment_batch
 
     with lock:  # the window heights and the transforms draw from streams shared by prefetch threads
-        image_windows, mask_windows = _windows(batch, rng)
+        image_windows, mask_windows = _windows(batch, rng, shaft_window_probability)
         images = torch.from_numpy(np.ascontiguousarray(image_windows, dtype=np.float32))
         masks = torch.from_numpy(np.ascontiguousarray(mask_windows))
         if transforms is None:
@@ -342,7 +354,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     # Ray: the whole validation split on every worker (not split; each scores the UIDs it owns).
     val_data = ray.train.get_dataset_shard("val") if loop.val_images else None
     transforms = build_train_transforms(loop.augment) if loop.augment.enabled else None
-    collate = _augmenting_collate(transforms, train_config.seed + 7919 * rank)
+    collate = _augmenting_collate(
+        transforms, train_config.seed + 7919 * rank, train_config.shaft_window_probability
+    )
     loss_function = SegmentationLoss(train_config)
     steps = loop.steps_per_epoch(world_size)
     present = np.asarray(loop.structures_present, dtype=bool)
