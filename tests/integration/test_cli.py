@@ -38,11 +38,20 @@ def _orthoseg(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subpr
     )
 
 
-def test_help_lists_every_stage(tmp_path: Path) -> None:
-    result = _orthoseg("--help", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    for command in COMMANDS:
-        assert command in result.stdout
+def test_every_stage_is_a_command_and_a_bad_setting_is_a_clear_exit_2(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from orthoseg.cli import app
+
+    runner = CliRunner()
+    for command in COMMANDS:  # each stage parses its own options: an unknown one is refused, not ignored
+        result = runner.invoke(app, [command, "--no-such-option"])
+        assert result.exit_code == 2, (command, result.output)
+        assert "No such option" in result.output
+    result = _orthoseg("train", "--profile", "nosuch", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "unknown profile 'nosuch'; choose one of demo, standard, full" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_synth_json_is_one_object_on_stdout(tmp_path: Path) -> None:

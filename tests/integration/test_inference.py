@@ -11,7 +11,6 @@ import io
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -50,49 +49,16 @@ def _save_model(directory: Path, settings: Settings, predicts_nothing: bool = Fa
 
 
 def _write_radiographs(store: ObjectStore, count: int = 4) -> list[str]:
-    """``count`` small DX knee radiographs under incoming/<batch>/images, plus one broken file.
-
-    Uses the simulator when it is importable, else small pydicom files built here.
+    """``count`` small simulated DX knee radiographs under incoming/<batch>/images, plus one broken file.
 
     Returns:
         The SOPInstanceUIDs of the valid images.
     """
-    try:
-        from orthoseg.synth import SynthConfig, generate_dataset
-    except ImportError:
-        uids = _write_plain_dx(store, count)
-    else:
-        generate_dataset(store, SynthConfig(count=count, seed=3, batch=BATCH, image_px=192, views=("AP",)))
-        uids = [k.rsplit("/", 1)[1][: -len(".dcm")] for k in store.list(f"incoming/{BATCH}/images")]
+    from orthoseg.synth import SynthConfig, generate_dataset
+
+    generate_dataset(store, SynthConfig(count=count, seed=3, batch=BATCH, image_px=192, views=("AP",)))
+    uids = [k.rsplit("/", 1)[1][: -len(".dcm")] for k in store.list(f"incoming/{BATCH}/images")]
     store.put_bytes(BROKEN_KEY, b"DICM but not really a DICOM file")
-    return uids
-
-
-def _write_plain_dx(store: ObjectStore, count: int) -> list[str]:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    uids = []
-    for index in range(count):
-        rng = np.random.default_rng(index)
-        pixels = rng.integers(500, 3500, (192, 160)).astype(np.uint16)
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-        ds.PatientName, ds.PatientID, ds.Modality = f"TEST^PATIENT{index}", f"P{index}", "DX"
-        ds.ViewPosition, ds.ImageLaterality, ds.PatientOrientation = "AP", "R", ["L", "F"]
-        ds.Rows, ds.Columns = pixels.shape
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.ImagerPixelSpacing = [0.8, 0.8]
-        ds.PixelData = pixels.tobytes()
-        buffer = io.BytesIO()
-        ds.save_as(buffer, enforce_file_format=True)
-        store.put_bytes(f"incoming/{BATCH}/images/{ds.SOPInstanceUID}.dcm", buffer.getvalue())
-        uids.append(str(ds.SOPInstanceUID))
     return uids
 
 

@@ -39,8 +39,6 @@ from orthoseg.training import DATASET_TAG, PREPROCESS_HASH_TAG
 from tests.integration._dataset_helpers import write_dataset_version
 from tests.integration._registry_helpers import write_policy
 
-pytest.importorskip("boto3")
-
 # Generous: a cold start imports most of MLflow (tens of seconds on a loaded two-core machine).
 STARTUP_TIMEOUT_S = 300.0
 ARTIFACT_PREFIX = "mlflow"

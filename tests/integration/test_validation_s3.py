@@ -37,7 +37,8 @@ def _objects(store: S3Store) -> dict[str, str]:
 def test_validation_on_s3_accounts_for_every_file_and_is_idempotent(
     s3_store: S3Store, s3_endpoint: str, tmp_path: Any
 ) -> None:
-    synth = pytest.importorskip("orthoseg.synth")
+    from orthoseg import synth
+
     synth.generate_dataset(
         s3_store, synth.SynthConfig(count=4, seed=3, batch="s3batch", image_px=256, broken_count=7)
     )

@@ -6,13 +6,12 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-from validation_builders import dicom_bytes, dx_dataset, uid_for
-
 from orthoseg.storage import LocalStore
 from orthoseg.validation import ValidationConfig
 from orthoseg.validation.duplicates import mark_duplicates
 from orthoseg.validation.inventory import take_inventory
 from orthoseg.validation.reader import ReaderContext, read_image
+from tests.validation_builders import dicom_bytes, dx_dataset, uid_for
 
 
 def _read_rows(tmp_path: Path, files: dict[str, bytes], header_only: bool = False) -> list[dict[str, Any]]:

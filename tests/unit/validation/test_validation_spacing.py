@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from validation_builders import dicom_bytes, dx_dataset
 
 from orthoseg.settings import Settings
 from orthoseg.storage import LocalStore
@@ -15,6 +14,7 @@ from orthoseg.validation import ValidationConfig
 from orthoseg.validation.inventory import take_inventory
 from orthoseg.validation.reader import ReaderContext, read_image
 from orthoseg.validation.spacing import judge_spacing, spacing_range_mm
+from tests.validation_builders import dicom_bytes, dx_dataset
 
 
 def _row(tmp_path: Path, ds: Any) -> dict[str, Any]:

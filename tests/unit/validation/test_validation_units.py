@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from validation_builders import dicom_bytes, dx_dataset
 
 from orthoseg.settings import Settings
 from orthoseg.storage import LocalStore
@@ -16,6 +15,7 @@ from orthoseg.validation import ValidationConfig
 from orthoseg.validation.dataset import compute_version, resolve_keys, split_for
 from orthoseg.validation.inventory import classify
 from orthoseg.validation.reader import ReaderContext, phi_fields, pseudonymize, read_image
+from tests.validation_builders import dicom_bytes, dx_dataset
 
 
 def test_pseudonym_is_salted_and_stable() -> None:

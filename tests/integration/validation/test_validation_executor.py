@@ -10,13 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
-from validation_builders import dicom_bytes, dx_dataset
 
 from orthoseg.storage import LocalStore
 from orthoseg.validation import ValidationConfig
 from orthoseg.validation.executor import read_all
 from orthoseg.validation.inventory import take_inventory
 from orthoseg.validation.reader import ReaderContext
+from tests.validation_builders import dicom_bytes, dx_dataset
 
 
 def _parent_pid(pid: int) -> int:

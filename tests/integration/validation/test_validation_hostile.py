@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from pydicom.encaps import encapsulate
-from validation_builders import dicom_bytes, dx_dataset, knee_masks, seg_bytes, uid_for
 
 from orthoseg.settings import Settings
 from orthoseg.storage import LocalStore
 from orthoseg.validation import ValidationConfig, validate_batch
+from tests.validation_builders import dicom_bytes, dx_dataset, knee_masks, seg_bytes, uid_for
 
 # Sparse file listed at 64 GiB: it must be refused from its listed size, never read.
 ABSURD_BYTES = 64 * 1024**3

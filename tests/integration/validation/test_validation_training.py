@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from validation_builders import dicom_bytes, dx_dataset, knee_masks, png_bytes, seg_bytes, uid_for
 
 from orthoseg.settings import Settings
 from orthoseg.storage import LocalStore
@@ -21,6 +20,7 @@ from orthoseg.validation import (
     prescreen_batch,
     validate_batch,
 )
+from tests.validation_builders import dicom_bytes, dx_dataset, knee_masks, png_bytes, seg_bytes, uid_for
 
 PHI_NAME = "MUELLER^ANNA^MARIA"
 PHI_ID = "4711-0815-PHI"
