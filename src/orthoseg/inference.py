@@ -53,7 +53,7 @@ from orthoseg.inference_source import (
 from orthoseg.inference_worker import InferenceWorker
 from orthoseg.inference_writer import remove_stale_temp_files, row_key
 from orthoseg.progress import ProgressCallback
-from orthoseg.storage import ObjectStore, join_key, store_from_settings
+from orthoseg.storage import ObjectStore, StoreError, join_key, store_from_settings
 
 if TYPE_CHECKING:
     from orthoseg.settings import Settings
@@ -153,7 +153,11 @@ def _completed_rows(
             continue
         try:
             row = json.loads(store.get_bytes(rkey))
-        except Exception:  # an unreadable row means: do the image again
+        except (StoreError, ValueError) as error:  # gone since the listing, or not JSON: do the image again
+            logger.info("redoing %s: its earlier row %s is unreadable (%s)", key, rkey, error)
+            continue
+        if not isinstance(row, dict):
+            logger.info("redoing %s: its earlier row %s is not a JSON object", key, rkey)
             continue
         if row.get("status") == "ok":
             if row.get("seg_key") in present and row.get("overlay_key") in present:

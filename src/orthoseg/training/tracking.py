@@ -160,6 +160,7 @@ class ProgressRelay:
                 logger.exception("progress callback failed")
 
     def _run(self) -> None:
+        from ray.exceptions import RayError
         from ray.util.queue import Empty
 
         while True:
@@ -169,7 +170,8 @@ class ProgressRelay:
                 if self._stop.is_set():
                     return
                 continue
-            except Exception:  # the queue actor went away with the run
+            except RayError as error:  # the queue actor went away with the run
+                logger.debug("progress queue closed: %s", error)
                 return
             try:
                 self.log_epoch(int(message["epoch"]), message["metrics"])
