@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from orthoseg.console import ProgressCallback, configure_logging, print_json, progress_bar, stdout_to_stderr
@@ -27,6 +28,10 @@ pipeline_app = typer.Typer(help="Run or compile the Kubeflow pipelines.", no_arg
 app.add_typer(pipeline_app, name="pipeline")
 registry_app = typer.Typer(help="Read the model registry's promotion audit trail.", no_args_is_help=True)
 app.add_typer(registry_app, name="registry")
+rayjob_app = typer.Typer(
+    help="Run an orthoseg command on Kubernetes as a KubeRay RayJob.", no_args_is_help=True
+)
+app.add_typer(rayjob_app, name="rayjob")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout.")]
 
@@ -400,6 +405,89 @@ def pipeline_submit(
         )
     else:
         _run(as_json, "submitted", lambda progress: submit_pipeline(host, name.value, arguments), None)
+
+
+RayJobCommandOption = Annotated[
+    str,
+    typer.Option(
+        "--command",
+        help='The orthoseg command the job runs, e.g. "orthoseg train --profile standard --json".',
+    ),
+]
+RayJobNameOption = Annotated[
+    str | None, typer.Option(help="The RayJob's name (default: <prefix>-<subcommand>-<UTC time>-<random>).")
+]
+CpuWorkersOption = Annotated[
+    int | None, typer.Option(help="CPU worker pods (default: ORTHOSEG_RAYJOB__CPU_WORKERS__REPLICAS).")
+]
+GpuWorkersOption = Annotated[
+    int | None, typer.Option(help="GPU worker pods (default: ORTHOSEG_RAYJOB__GPU_WORKERS__REPLICAS).")
+]
+ClusterOption = Annotated[
+    str | None,
+    typer.Option(help="Run on this existing RayCluster (e.g. orthoseg-ray) instead of a cluster of its own."),
+]
+
+
+def _rayjob_manifest(
+    command: str, name: str | None, cpu_workers: int | None, gpu_workers: int | None, cluster: str | None
+) -> tuple[Settings, dict[str, Any]]:
+    """Settings with the options applied, and the RayJob built from them."""
+    from orthoseg.rayjob import build_rayjob
+    from orthoseg.rayjob_config import with_overrides
+
+    settings = Settings()
+    config = with_overrides(
+        settings.rayjob, cpu_workers=cpu_workers, gpu_workers=gpu_workers, existing_cluster=cluster
+    )
+    settings = settings.model_copy(update={"rayjob": config})
+    return settings, build_rayjob(settings, command, name=name)
+
+
+@rayjob_app.command("render")
+def rayjob_render(
+    command: RayJobCommandOption,
+    name: RayJobNameOption = None,
+    cpu_workers: CpuWorkersOption = None,
+    gpu_workers: GpuWorkersOption = None,
+    cluster: ClusterOption = None,
+) -> None:
+    """Print the RayJob that runs the command, as YAML for `kubectl apply -f -`. The job gets this shell's
+    store (s3:// only) and the ORTHOSEG_* settings given here; the cluster's addresses and secrets come
+    from its ConfigMap and Secrets."""
+    from orthoseg.rayjob import manifest_yaml
+
+    _, manifest = _rayjob_manifest(command, name, cpu_workers, gpu_workers, cluster)
+    typer.echo(manifest_yaml(manifest), nl=False)
+
+
+@rayjob_app.command("submit")
+def rayjob_submit(
+    command: RayJobCommandOption,
+    name: RayJobNameOption = None,
+    cpu_workers: CpuWorkersOption = None,
+    gpu_workers: GpuWorkersOption = None,
+    cluster: ClusterOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create the RayJob (through the in-cluster service account, else the kubeconfig), stream its driver's
+    log to stderr, wait for its end (ORTHOSEG_RAYJOB__ACTIVE_DEADLINE_S) and clean up. A RayJob of that
+    name that is running or succeeded is followed instead; one that failed is replaced."""
+    from orthoseg.console import err_console
+    from orthoseg.rayjob_follow import RayJobFailed, kubernetes_apis, submit_rayjob
+
+    settings, manifest = _rayjob_manifest(command, name, cpu_workers, gpu_workers, cluster)
+    custom_api, core_api = kubernetes_apis()
+    try:
+        _run(
+            as_json,
+            "rayjob",
+            lambda progress: submit_rayjob(custom_api, core_api, manifest, settings.rayjob),
+            None,
+        )
+    except (RayJobFailed, TimeoutError) as error:
+        err_console.print("[bold red]error:[/]", escape(str(error)))
+        raise typer.Exit(1) from error
 
 
 @app.command()

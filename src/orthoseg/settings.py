@@ -12,6 +12,7 @@ from orthoseg.inference_config import InferenceConfig
 from orthoseg.model import Architecture, NetworkConfig
 from orthoseg.pipeline_config import PipelineConfig
 from orthoseg.profiles import PROFILES, profile_defaults
+from orthoseg.rayjob_config import RayJobConfig
 from orthoseg.schedule import validate_cron
 
 
@@ -243,6 +244,9 @@ class Settings(BaseSettings):
         pipeline: CPU, memory, GPUs, retries and timeouts of each Kubeflow Pipelines step on a cluster,
             and the node selector and tolerations of their pods, e.g.
             ``ORTHOSEG_PIPELINE__TRAINING__MEMORY_LIMIT=8Gi``.
+        rayjob: how ``orthoseg rayjob`` runs a command as a KubeRay RayJob: its cluster's head and worker
+            groups (or an existing RayCluster), deadlines, retries and clean-up
+            (``orthoseg.rayjob_config``), e.g. ``ORTHOSEG_RAYJOB__GPU_WORKERS__REPLICAS=1``.
     """
 
     model_config = SettingsConfigDict(env_prefix="ORTHOSEG_", env_nested_delimiter="__", extra="forbid")
@@ -269,6 +273,7 @@ class Settings(BaseSettings):
     schedule: ScheduleSettings = ScheduleSettings()
     inference: InferenceConfig = InferenceConfig()
     pipeline: PipelineConfig = PipelineConfig()
+    rayjob: RayJobConfig = RayJobConfig()
 
     @model_validator(mode="before")
     @classmethod
