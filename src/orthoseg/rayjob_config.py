@@ -72,6 +72,9 @@ class RayJobConfig(BaseModel):
     submitting process's ``Settings`` (``orthoseg.rayjob.settings_environment``).
 
     Attributes:
+        pipeline_steps: the training and inference steps of the Kubeflow pipelines run their Ray work as a
+            RayJob each (``orthoseg.rayjob_steps``) instead of joining ``Settings.ray_address`` with Ray
+            Client from the step's pod.
         namespace: Kubernetes namespace of the RayJob (where ``infra/`` deploys orthoseg).
         name_prefix: start of generated job names (``<prefix>-<command>-<UTC time>-<random>``).
         image: the project image of the head, the CPU workers and the submitter pod.
@@ -105,6 +108,7 @@ class RayJobConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    pipeline_steps: bool = False
     namespace: str = Field(default="orthoseg", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
     name_prefix: str = Field(default="orthoseg", pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$", max_length=16)
     image: str = Field(default="ghcr.io/orthoseg/orthoseg:0.1.0", min_length=1)
