@@ -25,8 +25,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+LINT_PATHS := src tests components pipelines benchmarks
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests components pipelines benchmarks
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/mypy
 
 compile: $(STAMP)
 	$(VENV)/bin/orthoseg pipeline compile --out pipelines/compiled

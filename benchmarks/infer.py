@@ -124,7 +124,7 @@ def prepare_archive(settings: Any, count: int, image_px: int, seed: int) -> list
     store = store_from_settings(settings)
     config = SynthConfig(count=count, seed=seed, batch=BATCH, image_px=image_px, views=("AP",), workers=2)
     generate_dataset(store, config)
-    return sorted(store.list(f"incoming/{BATCH}/images"))
+    return sorted(store.list_keys(f"incoming/{BATCH}/images"))
 
 
 def archive_of(settings: Any, keys: list[str], size: int) -> str:

@@ -22,13 +22,14 @@ def validate_op(source: str, batch: str, purpose: str, settings_overrides: dict)
     from orthoseg.settings import Settings
     from orthoseg.validation import validate_batch
 
-    return validate_batch(Settings(**settings_overrides), source, batch, purpose).model_dump(
-        mode="json", exclude_none=True
-    )
+    # KFP parameters are plain str; validate_batch rejects a purpose other than training or inference.
+    report = validate_batch(Settings(**settings_overrides), source, batch, purpose)  # type: ignore[arg-type]
+    return report.model_dump(mode="json", exclude_none=True)
 
 
+# KFP's idiom for several outputs: a NamedTuple built in the annotation, which mypy cannot read as a type.
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def retrain_gate_op(validation: dict, settings_overrides: dict, force: bool) -> NamedTuple(
+def retrain_gate_op(validation: dict, settings_overrides: dict, force: bool) -> NamedTuple(  # type: ignore[valid-type]
     "RetrainGate", decision=dict, should_train=bool, warm_start_from=str
 ):
     """Decide whether to train: enough annotated images added since the champion's dataset version
@@ -41,8 +42,8 @@ def retrain_gate_op(validation: dict, settings_overrides: dict, force: bool) -> 
 
     settings = Settings(**settings_overrides)
     outcome = decide_retrain(settings, validation.get("dataset_version"), force=force)
-    gate = namedtuple("RetrainGate", ["decision", "should_train", "warm_start_from"])
-    return gate(
+    RetrainGate = namedtuple("RetrainGate", ["decision", "should_train", "warm_start_from"])
+    return RetrainGate(
         outcome.model_dump(mode="json", exclude_none=True),
         outcome.should_train,
         outcome.warm_start_from or "",

@@ -27,6 +27,7 @@ from pydantic import (
 
 if TYPE_CHECKING:
     import torch
+    from monai.transforms import Compose
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ class AugmentConfig(BaseModel):
         return self
 
 
-def build_train_transforms(config: AugmentConfig) -> Callable[[dict], dict]:
+def build_train_transforms(config: AugmentConfig) -> Compose:
     """The training augmentation as a MONAI ``Compose`` over ``{"image": (1,S,S), "label": (C,S,S)}``.
 
     Geometry first (zoom-crop, affine and elastic in one resampling, flip), then film framing and markers,
@@ -311,6 +312,11 @@ def augment_batch(
     return torch.stack(out_images).to(device), torch.stack(out_masks).to(device)
 
 
+def _unit_rgb(rgb: tuple[int, int, int]) -> tuple[float, float, float]:
+    """A 0-255 colour as matplotlib's 0-1 floats."""
+    return rgb[0] / 255.0, rgb[1] / 255.0, rgb[2] / 255.0
+
+
 def _overlay(image: np.ndarray, masks: np.ndarray) -> np.ndarray:
     from orthoseg.labels import STRUCTURES
     from orthoseg.overlay import mask_outline
@@ -350,7 +356,7 @@ def augmentation_preview_png(
     if count == 0:
         raise ValueError("no samples to preview")
     transforms = build_train_transforms(config)
-    transforms.set_random_state(seed=seed)  # type: ignore[attr-defined]
+    transforms.set_random_state(seed=seed)
     versions = 3
     tile_in, height_in = 2.6, 2.6 * count + 0.6
     figure = Figure(figsize=(tile_in * (versions + 1), height_in), dpi=100)
@@ -369,7 +375,7 @@ def augmentation_preview_png(
             axis.set_axis_off()
             if row == 0:
                 axis.set_title(title, fontsize=9, color="white")
-    handles = [Line2D([], [], color=np.array(s.color_rgb) / 255.0, lw=2, label=s.name) for s in STRUCTURES]
+    handles = [Line2D([], [], color=_unit_rgb(s.color_rgb), lw=2, label=s.name) for s in STRUCTURES]
     figure.legend(handles=handles, loc="lower center", ncol=4, fontsize=7, frameon=False, labelcolor="white")
     figure.subplots_adjust(left=0.01, right=0.99, top=1 - 0.3 / height_in, bottom=0.5 / height_in)
     path = Path(path)

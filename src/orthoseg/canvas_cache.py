@@ -359,7 +359,7 @@ def canvas_dataset(
     import ray.data
 
     keys = [{"key": shard.key} for shard in index.shards]
-    dataset = ray.data.from_items(keys, override_num_blocks=max(1, len(keys)))
+    dataset: ray.data.Dataset = ray.data.from_items(keys, override_num_blocks=max(1, len(keys)))
     if shuffle_shards:
         dataset = dataset.randomize_block_order()
     # Reading a shard is I/O and decompression: one long-lived reader per pass, reserving no CPU, so it

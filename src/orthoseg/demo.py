@@ -104,7 +104,7 @@ def demo_settings(settings: Settings, profile: DemoProfile) -> Settings:
     Settings the caller gave explicitly (``ORTHOSEG_*``) still win.
     """
     given = settings.model_dump(mode="json", exclude_unset=True, exclude={"pseudonym_salt"})
-    sections = {}
+    sections: dict[str, Any] = {}  # JSON form of each section; Settings validates it
     for section, values in (
         ("preprocess", profile.preprocess),
         ("train", profile.train),

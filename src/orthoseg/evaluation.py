@@ -284,7 +284,9 @@ def _evaluate_split(
     dice = np.array([[s.score["dice"][n] for n in names] for s in scores], dtype=np.float64)
     hd95 = np.array([[s.score["hd95_mm"][n] for n in names] for s in scores], dtype=np.float64)
     present = np.array([[s.score["truth_present"][n] for n in names] for s in scores], dtype=bool)
-    dice_summary, dice_mean = summarize_dice(dice, present.any(axis=0))
+    # np.asarray: numpy's stubs say any(axis=0) may be a scalar; over the images it is always an array.
+    present_in_any = np.asarray(present.any(axis=0))
+    dice_summary, dice_mean = summarize_dice(dice, present_in_any)
     hd95_summary, hd95_mean, missing = summarize_hd95(hd95)
     table = [s.row() for s in scores]
     result = EvaluationResult(

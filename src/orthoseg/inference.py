@@ -145,7 +145,7 @@ def _completed_rows(
     Finished means: ``ok`` with its SEG and overlay present, or failed for a reason in the file itself
     (not a usable radiograph) while the file still has the same size. Everything else is done again.
     """
-    present = set(store.list(output_prefix))
+    present = set(store.list_keys(output_prefix))
     done: dict[str, dict[str, Any]] = {}
     for key in source.keys:
         rkey = row_key(output_prefix, key)

@@ -13,7 +13,7 @@ from orthoseg.measure.study import reconcile_study_rows
 from orthoseg.storage import ObjectStore, join_key
 
 if TYPE_CHECKING:
-    from pydantic import BaseModel
+    from orthoseg.inference import InferenceSummary
 
 __all__ = ["knee_rows", "measurements_schema", "write_run_outputs"]
 
@@ -44,7 +44,7 @@ def _parquet_bytes(rows: list[dict[str, Any]]) -> bytes:
     return buffer.getvalue()
 
 
-def write_run_outputs(store: ObjectStore, summary: BaseModel, rows: list[dict[str, Any]]) -> None:
+def write_run_outputs(store: ObjectStore, summary: InferenceSummary, rows: list[dict[str, Any]]) -> None:
     """measurements.parquet, summary.json and report.html of the run (the driver writes them at the end)."""
     import pandas as pd
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic.json_schema import JsonDict
 
 from orthoseg.inference_source import key_digest
 from orthoseg.labels import STRUCTURE_NAMES
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # Fields of the row model that are not Parquet columns (``json_schema_extra``).
-_NOT_A_COLUMN = {"parquet": False}
+_NOT_A_COLUMN: JsonDict = {"parquet": False}
 
 
 class RunColumns(BaseModel):
@@ -135,7 +136,7 @@ def _arrow_name(annotation: Any) -> str:
     return {bool: "bool", int: "int64", float: "float64", str: "string"}[_python_type(annotation)]
 
 
-MeasurementRow: type[RunColumns] = create_model(  # type: ignore[call-overload]
+MeasurementRow: type[RunColumns] = create_model(
     "MeasurementRow",
     __base__=RunColumns,
     __doc__=(

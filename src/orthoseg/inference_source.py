@@ -131,8 +131,7 @@ def validated_batch_source(validation: dict[str, Any]) -> str:
 
 def _listed(store: ObjectStore, prefix: str = "") -> tuple[tuple[str, ...], dict[str, int]]:
     """Radiograph keys under ``prefix`` and their sizes (links report size 0 and fail when read)."""
-    # ObjectStore's method named ``list`` shadows the builtin in its own annotations; mypy misreads them.
-    infos = {info.key: info for info in store.list_info(prefix)}  # type: ignore[attr-defined]
+    infos = {info.key: info for info in store.list_info(prefix)}
     keys = tuple(select_image_keys(list(infos), prefix))
     return keys, {k: infos[k].size_bytes for k in keys if not infos[k].is_link}
 

@@ -177,5 +177,6 @@ def prepare_for_device(
 
     network = network.to(device)
     if channels_last and device.type == "cuda":
-        network = network.to(memory_format=torch.channels_last)
+        # Module.to accepts memory_format at run time; torch's overloads leave it out.
+        network = network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     return network

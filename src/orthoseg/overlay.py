@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import io
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from orthoseg.labels import NUM_STRUCTURES, STRUCTURES
+from orthoseg.labels import NUM_STRUCTURES, STRUCTURES, Structure
 
 if TYPE_CHECKING:
-    from PIL import Image
+    from PIL import Image, ImageDraw, ImageFont
 
     from orthoseg.measure.drawing import MeasurementDrawing
 
@@ -105,7 +105,7 @@ def render_overlay(
     Raises:
         ValueError: when the masks do not match the image or the label contract.
     """
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image
 
     pixels = np.asarray(pixels)
     masks = np.asarray(masks)
@@ -133,9 +133,9 @@ def render_overlay(
         rgb[mask_outline(small_masks[s.channel], outline_width)] = np.asarray(s.color_rgb, dtype=np.uint8)
     image = Image.fromarray(rgb)
     if drawing is not None:
-        _draw_measurements(image, drawing, factor, outline_width, ImageDraw, ImageFont)
+        _draw_measurements(image, drawing, factor, outline_width)
     if legend:
-        _draw_legend(image, present, ImageDraw, ImageFont)
+        _draw_legend(image, present)
     return image
 
 
@@ -146,12 +146,12 @@ def _to_overlay_xy(point: tuple[float, float] | np.ndarray, factor: int) -> tupl
 
 
 def _draw_label(
-    draw: Any,
+    draw: ImageDraw.ImageDraw,
     image_size: tuple[int, int],
     xy: tuple[float, float],
     text: str,
     colour: tuple[int, int, int],
-    font: Any,
+    font: ImageFont.ImageFont | ImageFont.FreeTypeFont,
 ) -> None:
     """Text on a black box just right of ``xy``, moved inside the image when it would spill over."""
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
@@ -167,12 +167,12 @@ def _draw_measurements(
     drawing: MeasurementDrawing,
     factor: int,
     line_width: int,
-    image_draw: Any,
-    image_font: Any,
 ) -> None:
     """Segments with labels at their end, zone points as dots and a width label at each zone's anchor."""
-    draw = image_draw.Draw(image)
-    font = image_font.load_default()
+    from PIL import ImageDraw, ImageFont
+
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default()
     size = (image.width, image.height)
     for segment in drawing.segments:
         start, end = _to_overlay_xy(segment.start, factor), _to_overlay_xy(segment.end, factor)
@@ -192,10 +192,12 @@ def _draw_measurements(
         _draw_label(draw, size, _to_overlay_xy(zone.anchor, factor), text, colour, font)
 
 
-def _draw_legend(image: Image.Image, present: list, image_draw: object, image_font: object) -> None:
+def _draw_legend(image: Image.Image, present: list[Structure]) -> None:
     """A dark box with a colour swatch and name per structure present, or a note that none was found."""
-    draw = image_draw.Draw(image)  # type: ignore[attr-defined]
-    font = image_font.load_default()  # type: ignore[attr-defined]
+    from PIL import ImageDraw, ImageFont
+
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default()
     lines = [(s.display_name, s.color_rgb) for s in present] or [("no structure found", (200, 200, 200))]
     line_height = 12
     width = 14 + max(int(draw.textlength(text, font=font)) for text, _ in lines) + 6
@@ -252,7 +254,7 @@ def thumbnail_jpeg(
         raise ValueError(f"quality must be in 1-95; got {quality}")
     if isinstance(overlay, bytes | bytearray | memoryview):
         try:
-            image = Image.open(io.BytesIO(bytes(overlay)))
+            image: Image.Image = Image.open(io.BytesIO(bytes(overlay)))
             image.load()
         except UnidentifiedImageError as error:
             raise ValueError("overlay bytes are not an image PIL can read") from error

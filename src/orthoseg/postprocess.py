@@ -128,7 +128,8 @@ def clean_probabilities(
             config.component_gap_mm / spacing_mm,
         )
     if masks[_CEMENT].any():
-        implant = masks[list(_COMPONENTS)].any(axis=0)
+        # np.asarray: numpy's stubs say any(axis=0) may be a scalar; over the channels it is always an array.
+        implant = np.asarray(masks[list(_COMPONENTS)].any(axis=0))
         if not implant.any():
             cleaned[_CEMENT][masks[_CEMENT]] = 0.0
         else:
@@ -170,11 +171,13 @@ def knee_joint_frame(masks: np.ndarray) -> tuple[np.ndarray, float] | None:
 
     The level is halfway between the femoral body's lowest 1 % and the tibial body's highest 1 %.
     """
-    femoral = _largest_piece(masks[list(_FEMORAL_BODY)].any(axis=0))
+    # np.asarray: numpy's stubs say any(axis=0) may be a scalar; over the channels it is always an array.
+    femoral = _largest_piece(np.asarray(masks[list(_FEMORAL_BODY)].any(axis=0)))
     if not femoral.any():
         return None
     femoral_points = np.argwhere(femoral).astype(np.float64)
-    tibial = _nearest_large_piece(masks[list(_TIBIAL_BODY)].any(axis=0), femoral_points.mean(axis=0))
+    tibial_body = np.asarray(masks[list(_TIBIAL_BODY)].any(axis=0))
+    tibial = _nearest_large_piece(tibial_body, femoral_points.mean(axis=0))
     if not tibial.any():
         return None
     tibial_points = np.argwhere(tibial).astype(np.float64)

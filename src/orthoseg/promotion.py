@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 from orthoseg.promotion_audit import (
     BenchmarkRecord,
     BenchmarkScores,
+    BenchmarkSource,
+    DecisionStamp,
     GateCheck,
     PromotionDecision,
     decision_stamp,
@@ -57,9 +59,19 @@ PREVIOUS = "previous"
 BENCHMARK_TAG = "orthoseg.benchmark"
 
 
+class _DecisionFields(DecisionStamp):
+    """The fields every decision of one ``promote_model`` call shares."""
+
+    model_name: str
+    version: str
+    previous_champion: str | None
+    policy_path: str
+    policy_sha256: str
+
+
 def _resolve_benchmark(
     client: MlflowClient, name: str, policy: PromotionPolicy, candidate_dataset: str
-) -> tuple[BenchmarkSet, str]:
+) -> tuple[BenchmarkSet, BenchmarkSource]:
     """The benchmark set to use and where it came from (``policy``, ``registry`` or ``frozen now``)."""
     if policy.benchmark.dataset_version:
         return policy.benchmark, "policy"
@@ -232,8 +244,14 @@ def promote_model(
     champion = alias_version(client, name, CHAMPION)
     old = str(champion.version) if champion is not None else None
     stamp = decision_stamp(version, via)
-    base = {"model_name": name, "version": version, "previous_champion": old, **stamp}
-    base.update(policy_path=loaded.path, policy_sha256=loaded.sha256)
+    base: _DecisionFields = {
+        "model_name": name,
+        "version": version,
+        "previous_champion": old,
+        **stamp,
+        "policy_path": loaded.path,
+        "policy_sha256": loaded.sha256,
+    }
     if old == version:
         reason = f"version {version} is already {CHAMPION}; nothing to decide"
         return PromotionDecision(
@@ -266,7 +284,7 @@ def promote_model(
             split=benchmark.split,
             images=len(rows),
             sha256=fingerprint,
-            source=source,  # type: ignore[arg-type]
+            source=source,
         )
         logger.info("Scoring %s v%s and champion v%s on benchmark %s", name, version, old, record.name)
         models = 2 if old else 1
@@ -303,10 +321,16 @@ def promote_model(
         _move_champion(client, name, version, old)
     else:
         client.set_registered_model_alias(name, CHALLENGER, version)
-    newly_frozen = record is not None and record.source == "frozen now"
-    if newly_frozen:
-        frozen = {"name": record.name, "dataset_version": record.dataset_version, "split": record.split}
-        frozen.update(sha256=record.sha256, frozen_at=stamp["decided_at"], frozen_by=stamp["decision_id"])
+    frozen_record = record if record is not None and record.source == "frozen now" else None
+    if frozen_record is not None:
+        frozen = {
+            "name": frozen_record.name,
+            "dataset_version": frozen_record.dataset_version,
+            "split": frozen_record.split,
+            "sha256": frozen_record.sha256,
+            "frozen_at": stamp["decided_at"],
+            "frozen_by": stamp["decision_id"],
+        }
         client.set_registered_model_tag(name, BENCHMARK_TAG, json.dumps(frozen, sort_keys=True))
     decision = PromotionDecision(
         action="promote",
@@ -324,7 +348,8 @@ def promote_model(
     )
     record_decision(client, decision, candidate.run_id)
     _refresh_model_card(client, decision)
-    logger.info("Promotion of %s v%s: %s%s", name, version, reason, " (benchmark frozen)" * newly_frozen)
+    frozen_note = " (benchmark frozen)" if frozen_record is not None else ""
+    logger.info("Promotion of %s v%s: %s%s", name, version, reason, frozen_note)
     return decision
 
 

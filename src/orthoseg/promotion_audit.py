@@ -16,7 +16,7 @@ import json
 import logging
 import socket
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypedDict
 
 from pydantic import BaseModel
 
@@ -52,6 +52,11 @@ class BenchmarkScores(BaseModel):
     hd95_mm_mean: float | None = None
 
 
+# Where a decision's benchmark set came from: pinned in the policy file, frozen by an earlier decision in
+# the registry, or frozen by this decision.
+BenchmarkSource = Literal["policy", "registry", "frozen now"]
+
+
 class BenchmarkRecord(BaseModel):
     """Which frozen set a decision used.
 
@@ -70,7 +75,7 @@ class BenchmarkRecord(BaseModel):
     split: str
     images: int
     sha256: str
-    source: Literal["policy", "registry", "frozen now"]
+    source: BenchmarkSource
 
 
 class GateCheck(BaseModel):
@@ -152,7 +157,16 @@ def current_user() -> str:
         return "unknown"
 
 
-def decision_stamp(version: str, via: str) -> dict[str, str]:
+class DecisionStamp(TypedDict):
+    """Who took a decision, when, and through which entry point (fields of ``PromotionDecision``)."""
+
+    decision_id: str
+    decided_at: str
+    decided_by: str
+    decided_via: str
+
+
+def decision_stamp(version: str, via: str) -> DecisionStamp:
     """The id, time, user and entry point of a decision taken now."""
     now = datetime.now(timezone.utc)
     return {

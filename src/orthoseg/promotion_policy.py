@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from orthoseg.settings import Settings
 
-POLICY_FORMAT_VERSION = 1
+POLICY_FORMAT_VERSION: Final = 1
 # The source checkout (``src/orthoseg/`` two levels up): where ``mlflow/promotion.yaml`` ships.
 CHECKOUT_ROOT = Path(__file__).resolve().parents[2]
 

@@ -67,7 +67,7 @@ def wrap_png_as_dx(pixels: np.ndarray, spacing_mm: float, name: str) -> bytes:
     import io
 
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian
 
     array = np.asarray(pixels)
     if array.ndim != 2 or array.dtype.kind != "u" or array.dtype.itemsize > 2:
@@ -76,10 +76,10 @@ def wrap_png_as_dx(pixels: np.ndarray, spacing_mm: float, name: str) -> bytes:
         raise ValueError(f"spacing_mm must be positive; got {spacing_mm}")
     digest = hashlib.sha256(array.tobytes()).hexdigest()
 
-    def uid(role: str) -> str:
-        return f"2.25.{uuid.uuid5(_UID_NAMESPACE, f'{name}|{digest}|{role}').int}"
+    def uid(role: str) -> UID:
+        return UID(f"2.25.{uuid.uuid5(_UID_NAMESPACE, f'{name}|{digest}|{role}').int}")
 
-    dx_sop_class = "1.2.840.10008.5.1.4.1.1.1.1"
+    dx_sop_class = UID("1.2.840.10008.5.1.4.1.1.1.1")
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = dx_sop_class
     meta.MediaStorageSOPInstanceUID = uid("image")

@@ -22,7 +22,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -91,11 +91,13 @@ def _cron_item_problem(item: str, low: int, high: int, names: dict[str, int], la
     bounds = base.split("-")
     if len(bounds) > 2:
         return f"{base!r} is not a value or a range"
-    values = [int(b) if b.isdigit() else names.get(b) for b in bounds]
-    for text, value in zip(bounds, values, strict=True):
+    values: list[int] = []
+    for text in bounds:
+        value = int(text) if text.isdigit() else names.get(text)
         if value is None or not low <= value <= high:
             return f"{text!r} is out of range"
-    if len(values) == 2 and values[0] > values[1]:  # type: ignore[operator]
+        values.append(value)
+    if len(values) == 2 and values[0] > values[1]:
         return f"range {base!r} runs backwards"
     return None
 
@@ -235,6 +237,17 @@ def _differences(desired: DesiredSchedule, existing: ExistingSchedule) -> list[s
     return found
 
 
+class _ActionFields(TypedDict):
+    """The fields a ``ScheduleAction`` copies from its ``DesiredSchedule``."""
+
+    name: str
+    pipeline: str
+    cron: str
+    version_name: str
+    max_concurrency: int
+    params: dict[str, Any]
+
+
 def plan_schedules(
     desired: Sequence[DesiredSchedule], existing: Sequence[ExistingSchedule]
 ) -> list[ScheduleAction]:
@@ -246,7 +259,7 @@ def plan_schedules(
     actions = []
     for want in desired:
         same_name = [run for run in existing if run.name == want.name]
-        common = {
+        common: _ActionFields = {
             "name": want.name,
             "pipeline": want.pipeline,
             "cron": want.cron,
@@ -308,8 +321,9 @@ def compile_packages(folder: Path, config: PipelineConfig | None = None) -> dict
         content = Path(path).read_bytes()
         pipeline_name = next(yaml.safe_load_all(content))["pipelineInfo"]["name"]
         version_name = f"{pipeline_name}-{hashlib.sha256(content).hexdigest()[:12]}"
-        packages[pipeline] = PipelinePackage(
-            pipeline=pipeline, pipeline_name=pipeline_name, version_name=version_name, path=path
+        # The compiler keys its pipelines by plain str; validating checks the name is a known one.
+        packages[pipeline] = PipelinePackage.model_validate(
+            {"pipeline": pipeline, "pipeline_name": pipeline_name, "version_name": version_name, "path": path}
         )
     return packages
 
@@ -383,7 +397,8 @@ def _experiment_id(client: Any, name: str) -> str | None:
 
 def _existing_schedules(client: Any, experiment_id: str) -> list[ExistingSchedule]:
     wanted = set(RUN_NAMES.values())
-    runs, token = [], ""
+    runs: list[Any] = []  # kfp_server_api V2beta1RecurringRun
+    token = ""
     while True:
         page = client.list_recurring_runs(experiment_id=experiment_id, page_size=100, page_token=token)
         runs.extend(run for run in page.recurring_runs or [] if run.display_name in wanted)

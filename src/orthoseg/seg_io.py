@@ -5,11 +5,17 @@ from __future__ import annotations
 import copy
 import io
 import logging
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from orthoseg import __version__
-from orthoseg.labels import NUM_STRUCTURES, STRUCTURES, Structure
+from orthoseg.labels import NUM_STRUCTURES, STRUCTURES, CodedConcept, Structure
+
+if TYPE_CHECKING:
+    from highdicom.seg import Segmentation, SegmentDescription
+    from pydicom import Dataset
+    from pydicom.sr.coding import Code
 
 logger = logging.getLogger(__name__)
 
@@ -31,13 +37,15 @@ class SegmentationError(ValueError):
     """A SEG that cannot be read as this project's label masks; the message says why."""
 
 
-def _code(concept: object) -> object:
+def _code(concept: CodedConcept) -> Code:
     from pydicom.sr.coding import Code
 
-    return Code(concept.value, concept.scheme, concept.meaning)  # type: ignore[attr-defined]
+    return Code(concept.value, concept.scheme, concept.meaning)
 
 
-def _segment_description(structure: Structure, number: int, automatic: bool, algorithm: str) -> object:
+def _segment_description(
+    structure: Structure, number: int, automatic: bool, algorithm: str
+) -> SegmentDescription:
     import highdicom as hd
 
     algorithm_identification = None
@@ -61,13 +69,13 @@ def _segment_description(structure: Structure, number: int, automatic: bool, alg
     )
 
 
-def _code_obj(value: str, scheme: str, meaning: str) -> object:
+def _code_obj(value: str, scheme: str, meaning: str) -> Code:
     from pydicom.sr.coding import Code
 
     return Code(value, scheme, meaning)
 
 
-def prepare_source(source: object) -> object:
+def prepare_source(source: Dataset) -> Dataset:
     """A copy of the source image carrying what highdicom needs to reference it.
 
     Real exports often omit type-2 attributes (empty is legal, absent is not for highdicom), and
@@ -87,7 +95,7 @@ def prepare_source(source: object) -> object:
 
 
 def build_seg(
-    source: object,
+    source: Dataset,
     masks: np.ndarray,
     *,
     automatic: bool,
@@ -97,7 +105,7 @@ def build_seg(
     series_instance_uid: str | None = None,
     sop_instance_uid: str | None = None,
     content_datetime: str | None = None,
-) -> object:
+) -> Segmentation:
     """Build a DICOM SEG (BINARY) for one radiograph.
 
     Args:
@@ -125,7 +133,7 @@ def build_seg(
     masks = np.asarray(masks)
     if masks.ndim != 3 or masks.shape[0] != NUM_STRUCTURES:
         raise ValueError(f"masks must have shape ({NUM_STRUCTURES}, H, W); got {masks.shape}")
-    rows, columns = int(source.Rows), int(source.Columns)  # type: ignore[attr-defined]
+    rows, columns = int(source.Rows), int(source.Columns)
     if masks.shape[1:] != (rows, columns):
         raise ValueError(f"masks are {masks.shape[1:]} but the image is {(rows, columns)}")
     prepared = prepare_source(source)
@@ -157,22 +165,22 @@ def build_seg(
     return seg
 
 
-def _fix_clock_and_random_values(seg: object, content_datetime: str) -> None:
+def _fix_clock_and_random_values(seg: Dataset, content_datetime: str) -> None:
     """Replace what highdicom takes from the clock or draws at random with values fixed by the caller."""
     import uuid
 
     date, time = content_datetime[:8], content_datetime[8:14] or "000000"
-    seg.InstanceCreationDate = date  # type: ignore[attr-defined]
-    seg.InstanceCreationTime = time  # type: ignore[attr-defined]
-    seg.ContentDate = date  # type: ignore[attr-defined]
-    seg.ContentTime = time  # type: ignore[attr-defined]
-    if "SeriesDate" in seg:  # type: ignore[operator]
-        seg.SeriesDate = date  # type: ignore[attr-defined]
-        seg.SeriesTime = time  # type: ignore[attr-defined]
+    seg.InstanceCreationDate = date
+    seg.InstanceCreationTime = time
+    seg.ContentDate = date
+    seg.ContentTime = time
+    if "SeriesDate" in seg:
+        seg.SeriesDate = date
+        seg.SeriesTime = time
     for item in getattr(seg, "ContributingEquipmentSequence", []):
         if "ContributionDateTime" in item:
             item.ContributionDateTime = date + time
-    sop_uid = str(seg.SOPInstanceUID)  # type: ignore[attr-defined]
+    sop_uid = str(seg.SOPInstanceUID)
     # Name-based UUID (pydicom's generate_uid ignores entropy sources when prefix is None).
     dimension_uid = f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, sop_uid + '|dimension-organization').int}"
     for sequence in ("DimensionOrganizationSequence", "DimensionIndexSequence"):
@@ -181,10 +189,10 @@ def _fix_clock_and_random_values(seg: object, content_datetime: str) -> None:
                 item.DimensionOrganizationUID = dimension_uid
 
 
-def seg_to_bytes(seg: object) -> bytes:
+def seg_to_bytes(seg: Dataset) -> bytes:
     """Serialise a SEG (or any pydicom dataset) to DICOM file bytes."""
     buffer = io.BytesIO()
-    seg.save_as(buffer, enforce_file_format=True)  # type: ignore[attr-defined]
+    seg.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from botocore.config import Config
+    from mypy_boto3_s3.type_defs import GetObjectRequestTypeDef
 
     from orthoseg.settings import Settings
 
@@ -98,7 +99,7 @@ class ObjectStore(Protocol):
 
     def get_file(self, key: str, path: Path) -> None: ...
 
-    def list(self, prefix: str = "") -> list[str]: ...
+    def list_keys(self, prefix: str = "") -> list[str]: ...
 
     def list_info(self, prefix: str = "") -> list[ObjectInfo]: ...
 
@@ -195,7 +196,7 @@ class LocalStore:
     def list_info(self, prefix: str = "") -> list[ObjectInfo]:
         return sorted(self._walk(prefix), key=lambda info: info.key)
 
-    def list(self, prefix: str = "") -> list[str]:
+    def list_keys(self, prefix: str = "") -> list[str]:
         return [info.key for info in self.list_info(prefix)]
 
     def exists(self, key: str) -> bool:
@@ -255,7 +256,7 @@ class S3Store:
     def get_bytes(self, key: str, max_bytes: int | None = None) -> bytes:
         from botocore.exceptions import ClientError
 
-        kwargs: dict[str, object] = {"Bucket": self.bucket, "Key": self._key(key)}
+        kwargs: GetObjectRequestTypeDef = {"Bucket": self.bucket, "Key": self._key(key)}
         if max_bytes is not None:
             kwargs["Range"] = f"bytes=0-{max(max_bytes - 1, 0)}"
         try:
@@ -295,7 +296,7 @@ class S3Store:
             infos.append(ObjectInfo(folder, 0))
         return sorted(infos, key=lambda info: info.key)
 
-    def list(self, prefix: str = "") -> list[str]:
+    def list_keys(self, prefix: str = "") -> list[str]:
         return [info.key for info in self.list_info(prefix)]
 
     def exists(self, key: str) -> bool:

@@ -27,7 +27,7 @@ SHARD_IMAGES = 3  # 8 training images -> shards of 3, 3 and 2
 def _files(store: LocalStore, prefix: str) -> dict[str, tuple[int, int]]:
     """Every object under ``prefix`` with its inode and mtime (an atomic rewrite changes both)."""
     out = {}
-    for key in store.list(prefix):
+    for key in store.list_keys(prefix):
         stat = store.local_path(key).stat()
         out[key] = (stat.st_ino, stat.st_mtime_ns)
     return out
@@ -63,7 +63,7 @@ def test_cache_holds_the_split_reads_back_exactly_and_is_built_once(settings: Se
     shard_keys = [shard.key for shard in index.shards]
     assert len(set(shard_keys)) == 3
     assert all(key.startswith(prefix + "/shard-") and key.endswith(".npz") for key in shard_keys)
-    assert sorted(store.list(prefix)) == sorted([*shard_keys, join_key(prefix, INDEX_FILE)])
+    assert sorted(store.list_keys(prefix)) == sorted([*shard_keys, join_key(prefix, INDEX_FILE)])
     assert CanvasCacheIndex.model_validate_json(store.get_bytes(join_key(prefix, INDEX_FILE))) == index
 
     expected = load_split(settings, version, "train")

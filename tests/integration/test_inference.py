@@ -57,7 +57,7 @@ def _write_radiographs(store: ObjectStore, count: int = 4) -> list[str]:
     from orthoseg.synth import SynthConfig, generate_dataset
 
     generate_dataset(store, SynthConfig(count=count, seed=3, batch=BATCH, image_px=192, views=("AP",)))
-    uids = [k.rsplit("/", 1)[1][: -len(".dcm")] for k in store.list(f"incoming/{BATCH}/images")]
+    uids = [k.rsplit("/", 1)[1][: -len(".dcm")] for k in store.list_keys(f"incoming/{BATCH}/images")]
     store.put_bytes(BROKEN_KEY, b"DICM but not really a DICOM file")
     return uids
 
@@ -80,7 +80,7 @@ def _expected_keys(uids: list[str]) -> set[str]:
 
 
 def _outputs(store: ObjectStore, prefix: str) -> set[str]:
-    return {k[len(prefix) + 1 :] for k in store.list(prefix) if not k.startswith(f"{prefix}/rows/")}
+    return {k[len(prefix) + 1 :] for k in store.list_keys(prefix) if not k.startswith(f"{prefix}/rows/")}
 
 
 def _check_run(store: ObjectStore, summary, uids: list[str]) -> pd.DataFrame:  # noqa: ANN001

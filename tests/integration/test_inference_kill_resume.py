@@ -194,7 +194,7 @@ def test_killed_inference_resumes_to_the_results_of_an_uninterrupted_run(
     # The same inputs, uninterrupted, into another store: the same masks and the same rows.
     other = settings.model_copy(update={"store": str(tmp_path / "other-store")})
     other_store = LocalStore(other.store)
-    for key in store.list(SOURCE):
+    for key in store.list_keys(SOURCE):
         other_store.put_bytes(key, store.get_bytes(key))
     reference = run_inference(other, SOURCE, str(model_dir), config=CONFIG)
     assert reference.images_inferred == total and reference.images_failed == 1

@@ -34,8 +34,8 @@ def test_files_round_trip(store: ObjectStore, tmp_path: Path) -> None:
 def test_list_is_recursive_sorted_and_folder_scoped(store: ObjectStore) -> None:
     for key in ["x/2.dcm", "x/1.dcm", "x/sub/3.dcm", "xy/4.dcm", "top.txt"]:
         store.put_bytes(key, b"1")
-    assert store.list("x") == ["x/1.dcm", "x/2.dcm", "x/sub/3.dcm"]
-    assert store.list() == ["top.txt", "x/1.dcm", "x/2.dcm", "x/sub/3.dcm", "xy/4.dcm"]
+    assert store.list_keys("x") == ["x/1.dcm", "x/2.dcm", "x/sub/3.dcm"]
+    assert store.list_keys() == ["top.txt", "x/1.dcm", "x/2.dcm", "x/sub/3.dcm", "xy/4.dcm"]
     assert [info.size_bytes for info in store.list_info("xy")] == [1]
 
 
@@ -57,7 +57,7 @@ def test_keys_cannot_escape_the_root(store: ObjectStore) -> None:
 def test_substore_is_rooted_at_prefix(store: ObjectStore) -> None:
     store.put_bytes("batch/images/a.dcm", b"1")
     inner = substore(store, "batch")
-    assert inner.list() == ["images/a.dcm"]
+    assert inner.list_keys() == ["images/a.dcm"]
     assert inner.get_bytes("images/a.dcm") == b"1"
 
 

@@ -50,7 +50,7 @@ def test_validation_on_s3_accounts_for_every_file_and_is_idempotent(
     source = f"{s3_store.uri}/incoming/s3batch"
     summary = validate_batch(settings, source, "s3batch", "training", config=config)
 
-    listed = [k for k in s3_store.list("incoming/s3batch")]
+    listed = [k for k in s3_store.list_keys("incoming/s3batch")]
     assert summary.files_total == len(listed)
     assert summary.accepted + summary.quarantined == summary.files_total
     assert summary.images_accepted == 4 and summary.dataset_version is not None

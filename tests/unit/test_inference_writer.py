@@ -63,7 +63,7 @@ def test_stale_temp_files_of_the_run_are_removed_and_nothing_else(local_store: L
 
 def test_a_store_without_temporary_files_is_left_alone() -> None:
     class NoFiles:
-        def list(self, prefix: str = "") -> list[str]:
+        def list_keys(self, prefix: str = "") -> list[str]:
             raise AssertionError("an object store is not listed for temporary files")
 
     assert remove_stale_temp_files(NoFiles(), PREFIX) == 0  # type: ignore[arg-type]

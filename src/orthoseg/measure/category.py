@@ -93,12 +93,14 @@ def classify(
     category = "tka"
     stemmed = False
     top = 0.0
+    tibial_extent_mm = 0.0
     if has_tibial:
         span = extent_along(tibial, spacing, down)
         assert span is not None
         top, bottom = span
         extent = bottom - top
-        evidence["tibial_extent_mm"] = round(extent, 1)
+        tibial_extent_mm = round(extent, 1)
+        evidence["tibial_extent_mm"] = tibial_extent_mm
         stemmed = extent > config.stem_extent_mm
     if stemmed:
         category = "revision_tka"
@@ -148,7 +150,7 @@ def classify(
             deep_mm2 = float(np.count_nonzero(deep @ down > top + config.stem_cement_depth_mm)) * (
                 spacing[0] * spacing[1]
             )
-            stem_mm = max(float(evidence["tibial_extent_mm"]) - config.stem_cement_depth_mm, 1.0)  # type: ignore[arg-type]
+            stem_mm = max(float(tibial_extent_mm) - config.stem_cement_depth_mm, 1.0)
             evidence["stem_cement_width_mm"] = round(deep_mm2 / stem_mm, 2)
             if deep_mm2 / stem_mm < config.min_stem_cement_width_mm:
                 fixation = "hybrid"

@@ -20,7 +20,9 @@ from scipy.spatial import ConvexHull, QhullError
 from orthoseg.measure.geometry import Spacing, normal_of, points_mm, theil_sen, unit
 
 
-def _profile(points: np.ndarray, along: np.ndarray, across: np.ndarray, step: float, top: bool):
+def _profile(
+    points: np.ndarray, along: np.ndarray, across: np.ndarray, step: float, top: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """Per bin across: the extreme coordinate along ``along`` (max if ``top`` else min)."""
     u = points @ across
     v = points @ along

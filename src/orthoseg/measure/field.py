@@ -24,8 +24,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 FieldMargins = tuple[int, int, int, int]
 """(top, bottom, left, right): image lines from each edge that lie outside the exposed field."""
@@ -417,9 +421,21 @@ def _corner_cuts(
     return out[0], out[1], out[2], out[3]
 
 
-def field_mask(pixels: np.ndarray, **kwargs: float) -> np.ndarray:
+class FieldOptions(TypedDict, total=False):
+    """``detect_field``'s keyword arguments."""
+
+    tolerance_fraction: float
+    uniform_fraction: float
+    max_fraction: float
+    bright_fraction: float
+    max_angle_deg: float
+    min_support_fraction: float
+    corners: bool
+
+
+def field_mask(pixels: np.ndarray, **kwargs: Unpack[FieldOptions]) -> np.ndarray:
     """(H, W) True in the exposed field of ``pixels`` (``detect_field``'s arguments as keywords)."""
-    return detect_field(pixels, **kwargs).mask()  # type: ignore[arg-type]
+    return detect_field(pixels, **kwargs).mask()
 
 
 def field_margins_px(

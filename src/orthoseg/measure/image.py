@@ -54,7 +54,7 @@ def _axes(
     config: MeasurementConfig,
     record: _Record,
     field: FieldMargins | np.ndarray,
-):
+) -> tuple[np.ndarray, np.ndarray, ShaftAxis | None, ShaftAxis | None]:
     femur, tibia = masks[CHANNEL["femur"]], masks[CHANNEL["tibia"]]
     centre, up = joint_centre(femur, tibia, spacing)
     femur_axis = fit_shaft_axis(femur, spacing, centre, up, config, field)
@@ -117,7 +117,13 @@ def _check(record: _Record, key: str, value: float | None, limit: float, centre:
 
 
 def _ap_angles(
-    masks, spacing, femur_axis: ShaftAxis | None, tibia_axis: ShaftAxis | None, medial, config, record
+    masks: np.ndarray,
+    spacing: Spacing,
+    femur_axis: ShaftAxis | None,
+    tibia_axis: ShaftAxis | None,
+    medial: np.ndarray,
+    config: MeasurementConfig,
+    record: _Record,
 ) -> None:
     if femur_axis is not None and tibia_axis is not None:
         value = angles.tibiofemoral_deg(femur_axis.direction, -tibia_axis.direction, medial)
@@ -145,7 +151,15 @@ def _ap_angles(
             _check(record, "tibial_component_angle_deg", value, config.component_angle_plausible_deg, 90.0)
 
 
-def _lateral_angles(masks, spacing, femur_axis, tibia_axis, anterior, config, record) -> None:
+def _lateral_angles(
+    masks: np.ndarray,
+    spacing: Spacing,
+    femur_axis: ShaftAxis | None,
+    tibia_axis: ShaftAxis | None,
+    anterior: np.ndarray,
+    config: MeasurementConfig,
+    record: _Record,
+) -> None:
     femoral, tibial = masks[CHANNEL["femoral_component"]], masks[CHANNEL["tibial_component"]]
     if femur_axis is not None and np.any(femoral):
         axis = components.cut_axis(
@@ -163,7 +177,18 @@ def _lateral_angles(masks, spacing, femur_axis, tibia_axis, anterior, config, re
             _check(record, "tibial_slope_angle_deg", value, config.component_angle_plausible_deg, 90.0)
 
 
-def _lines(pixels, masks, spacing, view, centre, up, side, config, record, drawing=None) -> None:
+def _lines(
+    pixels: np.ndarray,
+    masks: np.ndarray,
+    spacing: Spacing,
+    view: str,
+    centre: np.ndarray,
+    up: np.ndarray,
+    side: np.ndarray,
+    config: MeasurementConfig,
+    record: _Record,
+    drawing: MeasurementDrawing | None = None,
+) -> None:
     metal = masks[CHANNEL["femoral_component"]] | masks[CHANNEL["tibial_component"]]
     cement = masks[CHANNEL["cement"]] & ~masks[CHANNEL["patella"]]
     zones = AP_ZONES if view == "AP" else LATERAL_ZONES
@@ -267,20 +292,20 @@ def measure_image(
     record.values["quality_flag"] = next((f for f in QUALITY_FLAGS[1:] if f in flags), "ok")
     record.values["measurement_flags"] = "; ".join(record.flags)
     record.values["quality_notes"] = "; ".join(record.notes)
-    return ImageMeasurements(**record.values)  # type: ignore[arg-type]
+    return ImageMeasurements.model_validate(record.values)
 
 
 def _measure(
-    masks,
-    spacing,
-    laterality,
-    view_position,
-    columns_left,
-    config,
-    pixels,
+    masks: np.ndarray,
+    spacing: Spacing,
+    laterality: str,
+    view_position: str,
+    columns_left: bool,
+    config: MeasurementConfig,
+    pixels: np.ndarray | None,
     record: _Record,
-    drawing=None,
-    exposed_field=None,
+    drawing: MeasurementDrawing | None = None,
+    exposed_field: np.ndarray | None = None,
 ) -> None:
     pixel_area = spacing[0] * spacing[1]
     femur, tibia = masks[CHANNEL["femur"]], masks[CHANNEL["tibia"]]
@@ -305,8 +330,10 @@ def _measure(
     lateral_view = is_lateral_view(view_position)
     view = "LAT" if lateral_view else "AP"
     # The exposed field as a mask: it follows a turned shutter and a cut corner exactly.
-    field = exposed_field
-    if field is None:
+    field: FieldMargins | np.ndarray
+    if exposed_field is not None:
+        field = exposed_field
+    else:
         field = detect_field(pixels).mask() if pixels is not None else NO_MARGINS
     centre, up, femur_axis, tibia_axis = _axes(masks, spacing, config, record, field)
     if drawing is not None:

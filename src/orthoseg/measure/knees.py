@@ -75,11 +75,6 @@ def measure_knees(
     Arguments as ``measure_image``; ``drawing`` collects both knees' geometry in the film's coordinates.
     """
     config = config or MeasurementConfig()
-    common = {
-        "view_position": view_position,
-        "columns_toward_patient_left": columns_toward_patient_left,
-        "config": config,
-    }
     side = laterality.strip().upper()
     split = split_column(np.asarray(masks).astype(bool), pixel_spacing_mm, config) if side == "B" else None
     if split is None:
@@ -90,7 +85,9 @@ def measure_knees(
             pixels=pixels,
             drawing=drawing,
             exposed_field=exposed_field,
-            **common,
+            view_position=view_position,
+            columns_toward_patient_left=columns_toward_patient_left,
+            config=config,
         )
         return [(side if side in ("L", "R") else "", result)]
     # Columns run toward the patient's left on an AP: the right knee lies before the split.
@@ -107,7 +104,9 @@ def measure_knees(
             pixels=None if pixels is None else pixels[:, columns],
             drawing=part,
             exposed_field=None if exposed_field is None else exposed_field[:, columns],
-            **common,
+            view_position=view_position,
+            columns_toward_patient_left=columns_toward_patient_left,
+            config=config,
         )
         if drawing is not None:
             moved = _shifted(part, columns.start or 0)

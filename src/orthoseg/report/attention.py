@@ -84,7 +84,7 @@ def number(value: object) -> float | None:
     if value is None or isinstance(value, bool):
         return None
     try:
-        result = float(value)  # type: ignore[arg-type]
+        result = float(value)  # type: ignore[arg-type]  # any cell: what float() cannot read is None
     except (TypeError, ValueError):
         return None
     return result if math.isfinite(result) else None

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from orthoseg.synth.geometry import Frame, Lobe, Plane, Polytope, make_profile, rotation
+from orthoseg.synth.geometry import AlongT, Frame, Lobe, Plane, Polytope, make_profile, rotation
 from orthoseg.synth.scenario import KneeSpec
 
 DT_MM = 0.1  # profile sampling along bone axes
@@ -247,12 +247,12 @@ def build_femur(spec: KneeSpec, frame: Frame, length_mm: float = 420.0) -> tuple
     bow = 0.004 * spec.shaft_bow
     t_base = 4.0 * k
 
-    def meta(shrink_fn: object) -> Lobe:
+    def meta(shrink_fn: AlongT) -> Lobe:
         def rm(t: np.ndarray) -> np.ndarray:
             width = knotted(t, FEMUR_HALF_WIDTH, k, w)
             width = width + (shape.shaft_radius - 14.5 * w) * smooth((t - 60 * k) / (60 * k))
             # Notch roof: a low arch between the condyles.
-            return (width - shrink_fn(t)) * cap(t, t_base, 7.0 * k, 1.5)  # type: ignore[operator]
+            return (width - shrink_fn(t)) * cap(t, t_base, 7.0 * k, 1.5)
 
         def ra(t: np.ndarray) -> np.ndarray:
             # Thin (trochlear groove) over the notch, full depth from ~25 mm up.
@@ -260,7 +260,7 @@ def build_femur(spec: KneeSpec, frame: Frame, length_mm: float = 420.0) -> tuple
                 1 - smooth((t - 22 * k) / (70 * k))
             )
             notch = 0.8 + 0.2 * smooth((t - t_base) / (16 * k))
-            return (depth * notch - shrink_fn(t)) * cap(t, t_base, 6.0 * k, 2.0)  # type: ignore[operator]
+            return (depth * notch - shrink_fn(t)) * cap(t, t_base, 6.0 * k, 2.0)
 
         def ca(t: np.ndarray) -> np.ndarray:
             # The condyles sit behind the shaft; the centre reaches the shaft's line where the coronal

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from orthoseg.synth.anatomy import DT_MM, Bone, TibiaShape, cap, knotted, ml_factor, smooth, spur
-from orthoseg.synth.geometry import Frame, Lobe, Plane, make_profile, rotation
+from orthoseg.synth.geometry import AlongT, Frame, Lobe, Plane, make_profile, rotation
 from orthoseg.synth.scenario import KneeSpec
 
 # Proximal tibia AP outline (half-width, mm, bone_scale 1) against height above the plateau (mm): plateau
@@ -55,18 +55,18 @@ def build_tibia(spec: KneeSpec, frame: Frame, length_mm: float = 420.0) -> tuple
     def flare(t: np.ndarray) -> np.ndarray:
         return np.clip((t + 85 * k) / (75 * k), 0.0, 1.0) ** 1.7
 
-    def main(shrink_fn: object) -> Lobe:
+    def main(shrink_fn: AlongT) -> Lobe:
         def rm(t: np.ndarray) -> np.ndarray:
             rim = 1.0 - 0.06 * np.clip((t + 4 * k) / (4 * k), 0, 1) ** 2
             width = knotted(t, TIBIA_HALF_WIDTH, k, w)
             width = width + (shape.shaft_radius - 13.5 * w) * smooth((-t - 50 * k) / (50 * k))
-            return width * rim - shrink_fn(t)  # type: ignore[operator]
+            return width * rim - shrink_fn(t)
 
         def ra(t: np.ndarray) -> np.ndarray:
             depth = (shape.shaft_radius + 1.5 * k) + (
                 shape.plateau_half_depth - shape.shaft_radius - 1.5 * k
             ) * flare(t)
-            return depth - shrink_fn(t)  # type: ignore[operator]
+            return depth - shrink_fn(t)
 
         return Lobe(
             frame,
@@ -98,19 +98,14 @@ def build_tibia(spec: KneeSpec, frame: Frame, length_mm: float = 420.0) -> tuple
         # Tibial spines (intercondylar eminence): medial taller.
         for m, height in ((4.5 * k, 6.0 * k), (-4.5 * k, 5.0 * k)):
             for shrink, bucket in ((0.0, outer), (0.8, inner)):
-                spine = make_profile(
-                    -6.0,
-                    height - shrink,
-                    DT_MM,
-                    m,
-                    -2.0 * k,
-                    lambda t, h=height, s=shrink: (
-                        (5.0 * k - s) * np.sqrt(np.clip(1 - (np.maximum(t, 0) / h) ** 1.5, 0, 1))
-                    ),
-                    lambda t, h=height, s=shrink: (
-                        (8.0 * k - s) * np.sqrt(np.clip(1 - (np.maximum(t, 0) / h) ** 2, 0, 1))
-                    ),
-                )
+
+                def spine_rm(t: np.ndarray, h: float = height, s: float = shrink) -> np.ndarray:
+                    return (5.0 * k - s) * np.sqrt(np.clip(1 - (np.maximum(t, 0) / h) ** 1.5, 0, 1))
+
+                def spine_ra(t: np.ndarray, h: float = height, s: float = shrink) -> np.ndarray:
+                    return (8.0 * k - s) * np.sqrt(np.clip(1 - (np.maximum(t, 0) / h) ** 2, 0, 1))
+
+                spine = make_profile(-6.0, height - shrink, DT_MM, m, -2.0 * k, spine_rm, spine_ra)
                 bucket.append(Lobe(frame, spine))
     if spec.osteophytes:
         size = 1.0 + 1.0 * spec.kl_grade

@@ -92,7 +92,7 @@ def generate_dataset(
 
     started = time.perf_counter()
     prefix = batch_prefix(config)
-    existing = set(store.list(prefix))
+    existing = set(store.list_keys(prefix))
     todo: list[int] = []
     categories: Counter[str] = Counter()
     for index in range(config.count):

@@ -255,7 +255,7 @@ def _beam_gain(shape: tuple[int, int], spec: ImageSpec) -> np.ndarray:
     gain = 1.0 - np.float32(spec.heel_strength) * (v - 0.5)
     u = (np.arange(cols, dtype=np.float32) / max(cols - 1, 1))[None, :]
     tl, tr, bl, br = (np.float32(g) for g in spec.stitch_gains)
-    if (tl, tr, bl, br) != (1.0, 1.0, 1.0, 1.0):
+    if any(g != 1.0 for g in (tl, tr, bl, br)):
         gain = gain * ((tl + (tr - tl) * u) * (1.0 - v) + (bl + (br - bl) * u) * v)
     if spec.vignetting > 0:
         gain = gain * (1.0 - np.float32(spec.vignetting * 2.0) * ((u - 0.5) ** 2 + (v - 0.5) ** 2))

@@ -208,7 +208,7 @@ def _resections(frame: Frame, keep_planes: tuple[Plane, ...], top_t: float) -> l
     below_top = Plane((0.0, 0.0, 1.0), top_t)
     cuts = []
     for index, plane in enumerate(keep_planes):
-        outside = Plane(tuple(-x for x in plane.normal), -plane.offset)  # type: ignore[arg-type]
+        outside = Plane((-plane.normal[0], -plane.normal[1], -plane.normal[2]), -plane.offset)
         planes = (outside, *keep_planes[:index], below_top)
         cuts.append(Cut(Polytope(frame, planes, (-80.0, -80.0, -60.0), (80.0, 80.0, top_t)), "remove"))
     return cuts

@@ -18,6 +18,7 @@ exit are found by root finding on the lobe's implicit function (``orthoseg.synth
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -75,6 +76,12 @@ def tilted_plane(normal: tuple[float, float, float], point: tuple[float, float, 
     return Plane((float(n[0]), float(n[1]), float(n[2])), float(n @ np.asarray(point, dtype=float)))
 
 
+# A function of the t array (mm): one value per t, or one for all.
+AlongT = Callable[[np.ndarray], np.ndarray | float]
+# One of a profile's columns: a number, or a function of t.
+ProfileSpec = float | AlongT
+
+
 @dataclass
 class Profile:
     """Cross-sections along t on a uniform grid: centre (cm, ca) and semi-axes (rm, ra), mm."""
@@ -95,13 +102,15 @@ class Profile:
         return self.t0 + self.dt * np.arange(len(self.rm))
 
 
-def make_profile(t0: float, t1: float, dt: float, cm: object, ca: object, rm: object, ra: object) -> Profile:
+def make_profile(
+    t0: float, t1: float, dt: float, cm: ProfileSpec, ca: ProfileSpec, rm: ProfileSpec, ra: ProfileSpec
+) -> Profile:
     """Tabulate a profile; each of cm, ca, rm, ra is a number or a function of the t array."""
     n = max(2, int(np.ceil((t1 - t0) / dt)) + 1)
     t = t0 + dt * np.arange(n)
 
-    def value(spec: object) -> np.ndarray:
-        out = spec(t) if callable(spec) else np.full(n, float(spec))  # type: ignore[arg-type]
+    def value(spec: ProfileSpec) -> np.ndarray:
+        out = spec(t) if callable(spec) else np.full(n, float(spec))
         return np.asarray(out, dtype=np.float64)
 
     return Profile(t0, dt, value(cm), value(ca), np.maximum(value(rm), 0.0), np.maximum(value(ra), 0.0))

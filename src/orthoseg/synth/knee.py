@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from orthoseg.labels import BY_NAME
-from orthoseg.synth.anatomy import Bone, build_femur, build_patella
+from orthoseg.synth.anatomy import Bone, FemurShape, build_femur, build_patella
 from orthoseg.synth.anatomy_leg import build_fibula, build_tibia
 from orthoseg.synth.anatomy_soft import build_soft_tissue
 from orthoseg.synth.femoral import FemoralBuild, build_femoral
@@ -102,7 +102,7 @@ def _slab(
         level = plane.offset / n[axis]
         ends = sorted((level - np.sign(n[axis]) * depth0, level - np.sign(n[axis]) * depth1))
         lo[axis], hi[axis] = ends[0] - 0.5, ends[1] + 0.5
-    return Polytope(frame, (inner, outer, *extra), tuple(lo), tuple(hi))  # type: ignore[arg-type]
+    return Polytope(frame, (inner, outer, *extra), (lo[0], lo[1], lo[2]), (hi[0], hi[1], hi[2]))
 
 
 def _annulus(anchor: Lobe, r0: float, r1: float) -> tuple[Lobe, Lobe]:
@@ -133,7 +133,7 @@ def build_knee(spec: KneeSpec, flexion_deg: float, seed: int) -> KneeScene:
         supports = (tibial.supports[0] or plateau, tibial.supports[1] or plateau)
         tibia.keep.extend(tibial.cuts)
 
-    def femur_side(frame: Frame) -> tuple[Bone, object, FemoralBuild | None]:
+    def femur_side(frame: Frame) -> tuple[Bone, FemurShape, FemoralBuild | None]:
         femur, fshape = build_femur(spec, frame)
         femoral = build_femoral(spec, frame, fshape, np.random.default_rng([seed, 2]))
         return femur, fshape, femoral
@@ -157,7 +157,7 @@ def build_knee(spec: KneeSpec, flexion_deg: float, seed: int) -> KneeScene:
     femur, fshape, femoral = femur_side(seating.frame)
     if femoral is not None:
         femur.keep.extend(femoral.cuts)
-    patella = build_patella(spec, seating.frame, fshape, flexion_deg)  # type: ignore[arg-type]
+    patella = build_patella(spec, seating.frame, fshape, flexion_deg)
     skin, muscle = build_soft_tissue(spec, knee, seating.frame)
     solids: list[Solid] = []
     for build in (femoral, tibial):
@@ -318,9 +318,9 @@ def _interfaces(
         probe = _layer(f"interface probe {name}", "soft", region, offset, PROBE_MM)
         if region.anchor is not None:
             # Only the mantle along the anchor's side: the cap below its tip belongs to the tip's region.
-            tip = region.anchor.profile.t0
+            tip_t = region.anchor.profile.t0
             probe.clips.append(
-                Polytope(region.anchor.frame, (Plane((0.0, 0.0, -1.0), -tip),), (-200.0,) * 3, (200.0,) * 3)
+                Polytope(region.anchor.frame, (Plane((0.0, 0.0, -1.0), -tip_t),), (-200.0,) * 3, (200.0,) * 3)
             )
         probes[name] = probe
         if width <= 0:

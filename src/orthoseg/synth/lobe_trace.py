@@ -6,10 +6,18 @@ beam, on the pixel grid of ``orthoseg.synth.geometry.trace``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from scipy import ndimage
 
 from orthoseg.synth.geometry import Profile, _linear
+
+# The local quadratic of a lobe along rays (u, s, x): (a2, b1, c0, u - mid, sample index).
+RayModel = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, ...]]
+# Exact chords of the rays at flat pixel indices: (entry, exit, midpoint, signed squared half chord,
+# root on the lobe's end).
+ExactChords = Callable[[np.ndarray], tuple[np.ndarray, ...]]
 
 
 def _lobe_tables(p: Profile, n: np.ndarray, g: np.ndarray, rho: float) -> np.ndarray:
@@ -379,7 +387,7 @@ def _tilted_interval(
 
 
 def _coarse_to_fine(
-    exact: object, rows_n: int, cols_n: int, step: int, ua: np.ndarray, ub: np.ndarray
+    exact: ExactChords, rows_n: int, cols_n: int, step: int, ua: np.ndarray, ub: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Chords on a rows_n x cols_n grid from exact ones every ``step`` pixels: the chord's midpoint and
     signed squared half length (smooth across the silhouette) interpolated bilinearly, and exact
@@ -388,7 +396,7 @@ def _coarse_to_fine(
     ri = np.unique(np.append(np.arange(0, rows_n, step), rows_n - 1))
     ci = np.unique(np.append(np.arange(0, cols_n, step), cols_n - 1))
     nodes = (ri[:, None] * cols_n + ci[None, :]).ravel()
-    lo_n, hi_n, mid_n, sq_n, ends_n = exact(nodes)  # type: ignore[operator]
+    lo_n, hi_n, mid_n, sq_n, ends_n = exact(nodes)
     grid = (len(ri), len(ci))
     mid_n, sq_n, ends_n = mid_n.reshape(grid), sq_n.reshape(grid), ends_n.reshape(grid)
 
@@ -431,13 +439,13 @@ def _coarse_to_fine(
     np.copyto(hi, lo, where=sq <= 0.0)
     redo = np.flatnonzero(cell[a][:, b].ravel())
     if len(redo):
-        lo[redo], hi[redo] = exact(redo)[:2]  # type: ignore[operator]
+        lo[redo], hi[redo] = exact(redo)[:2]
     lo[nodes], hi[nodes] = lo_n, hi_n
     return lo, hi
 
 
 def _tilted_solve(
-    model: object,
+    model: RayModel,
     s: np.ndarray,
     x: np.ndarray,
     ua: np.ndarray,
@@ -451,14 +459,14 @@ def _tilted_solve(
     they are first estimates of the roots."""
     if lo is not None and hi is not None:
         return _tilted_roots(model, s, x, ua, ub, u, lo.copy(), hi.copy(), np.ones(len(u), dtype=bool))
-    a2, b1, depth, ec, _ = model(u, s, x)  # type: ignore[operator]
+    a2, b1, depth, ec, _ = model(u, s, x)
     best_a2, best_b1 = a2, b1
     u = u.copy()
     # Deepest point: vertex steps of the local quadratic, kept only where they go deeper (else halved).
     step = -b1 / (2.0 * a2)
     for _ in range(VERTEX_STEPS):
         cand = np.clip(u + step, ua, ub)
-        a2, b1, c0, _, _ = model(cand, s, x)  # type: ignore[operator]
+        a2, b1, c0, _, _ = model(cand, s, x)
         deeper = c0 < depth
         np.copyto(u, cand, where=deeper)
         np.copyto(depth, c0, where=deeper)
@@ -471,14 +479,14 @@ def _tilted_solve(
         frac = ((np.arange(SAMPLES, dtype=np.float32) + 0.5) / SAMPLES)[:, None]
         ua_d, ub_d = ua[where], ub[where]
         cand = (ua_d + frac * (ub_d - ua_d)).ravel()
-        c0 = model(cand, np.tile(s[where], SAMPLES), np.tile(x[where], SAMPLES))[2]  # type: ignore[operator]
+        c0 = model(cand, np.tile(s[where], SAMPLES), np.tile(x[where], SAMPLES))[2]
         c0 = c0.reshape(SAMPLES, len(where))
         best = np.argmin(c0, axis=0)
         u_d = cand.reshape(SAMPLES, len(where))[best, np.arange(len(where))]
         better = c0[best, np.arange(len(where))] < depth[where]
         sel = where[better]
         if len(sel):
-            a2, b1, c0, _, _ = model(u_d[better], s[sel], x[sel])  # type: ignore[operator]
+            a2, b1, c0, _, _ = model(u_d[better], s[sel], x[sel])
             u[sel], depth[sel], best_a2[sel], best_b1[sel] = u_d[better], c0, a2, b1
     hit = depth < 0.0  # the ray crosses the lobe
     root = np.sqrt(np.maximum(best_b1 * best_b1 - 4.0 * best_a2 * depth, 0.0))
@@ -488,7 +496,7 @@ def _tilted_solve(
 
 
 def _tilted_roots(
-    model: object,
+    model: RayModel,
     s: np.ndarray,
     x: np.ndarray,
     ua: np.ndarray,
@@ -513,7 +521,7 @@ def _tilted_roots(
         if not len(active):
             break
         e = est[active]
-        a2, b1, c0, _, _ = model(e, s2[active], x2[active])  # type: ignore[operator]
+        a2, b1, c0, _, _ = model(e, s2[active], x2[active])
         inside = c0 < 0.0
         np.copyto(in_u, e, where=inside)
         np.copyto(out_u, e, where=~inside)

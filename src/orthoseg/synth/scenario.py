@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 import numpy as np
 
@@ -308,7 +309,7 @@ def image_spec(index: int, config: SynthConfig) -> ImageSpec:
         rows, columns = config.image_px, round(config.image_px * aspect)
     # Lateral films are taken at 20-45 deg of flexion (standing APs nearly straight).
     flexion = float(rng.uniform(0.0, 8.0)) if view == "AP" else float(rng.uniform(20.0, 45.0))
-    collimation = tuple(float(v) for v in (rng.uniform(0, 25, 4) * (rng.random(4) < 0.5)))
+    collimation = _four_floats(rng.uniform(0, 25, 4) * (rng.random(4) < 0.5))
     marker = "none" if rng.random() < 0.1 else ("LR" if bilateral else side)
     calibration = str(rng.choice(["none", "sphere", "ruler"], p=[0.7, 0.2, 0.1]))
     return ImageSpec(
@@ -335,7 +336,7 @@ def image_spec(index: int, config: SynthConfig) -> ImageSpec:
         range_compression=float(rng.uniform(0.45, 0.9)),
         edge_enhancement=float(rng.uniform(1.3, 3.2)),
         heel_strength=float(rng.uniform(0.0, 0.25)),
-        collimation_mm=collimation,  # type: ignore[arg-type]
+        collimation_mm=collimation,
         marker=marker,
         marker_corner=int(rng.integers(0, 4)),
         calibration=calibration,
@@ -348,7 +349,44 @@ def image_spec(index: int, config: SynthConfig) -> ImageSpec:
     )
 
 
-def _beam_alignment(rng: np.random.Generator, category: str) -> dict[str, object]:
+def _four_floats(values: np.ndarray) -> tuple[float, float, float, float]:
+    """The first four values as a tuple of Python floats."""
+    return float(values[0]), float(values[1]), float(values[2]), float(values[3])
+
+
+class _BeamAlignment(TypedDict):
+    beam_along_tray: bool
+    beam_alignment_error_deg: float
+
+
+class _Shutters(TypedDict):
+    collimation_angle_deg: float
+    collimation_corner: int
+    collimation_corner_mm: float
+    collimation_corner_angle_deg: float
+    collimation_label: bool
+
+
+class _Appearance(TypedDict):
+    fine_gain: float
+    detail_gain: float
+    large_gain: float
+    contrast_power: float
+    tone_slope: float
+    tone_offset: float
+    tone_gamma: float
+    black_level: float
+    white_level: float
+    clip_point: float
+    grid_lines_per_cm: float
+    grid_strength: float
+    grid_phase: float
+    grid_vertical: bool
+    vignetting: float
+    stitch_gains: tuple[float, float, float, float]
+
+
+def _beam_alignment(rng: np.random.Generator, category: str) -> _BeamAlignment:
     """Whether the beam is aligned to the tibial tray (70 % of implant films), and its miss in degrees.
 
     Separate random stream: the other draws stay put.
@@ -360,7 +398,7 @@ def _beam_alignment(rng: np.random.Generator, category: str) -> dict[str, object
     }
 
 
-def _shutters(rng: np.random.Generator) -> dict[str, object]:
+def _shutters(rng: np.random.Generator) -> _Shutters:
     """The collimator's rotation (a third of the films square to the detector, the rest within +-6
     degrees), an oblique corner cut on one film in eight, and a burned-in label in the shadow on one in
     four. Separate random stream: the other draws stay put."""
@@ -379,7 +417,7 @@ def _shutters(rng: np.random.Generator) -> dict[str, object]:
     }
 
 
-def _appearance(rng: np.random.Generator) -> dict[str, object]:
+def _appearance(rng: np.random.Generator) -> _Appearance:
     """Domain randomisation of the presentation look and of acquisition artefacts.
 
     ``strength`` runs from a mild CR-like chain (0) to a strong DR-like one (1, MUSICA / UNIQUE style);
@@ -405,5 +443,5 @@ def _appearance(rng: np.random.Generator) -> dict[str, object]:
         "grid_phase": float(rng.uniform(0.0, 2.0 * np.pi)),
         "grid_vertical": bool(rng.random() < 0.7),
         "vignetting": float(rng.uniform(0.05, 0.25)) if rng.random() < 0.3 else 0.0,
-        "stitch_gains": tuple(float(g) for g in rng.uniform(0.85, 1.15, 4)) if stitched else (1.0,) * 4,
+        "stitch_gains": _four_floats(rng.uniform(0.85, 1.15, 4)) if stitched else (1.0, 1.0, 1.0, 1.0),
     }

@@ -86,7 +86,8 @@ def _augmenting_collate(
     lock = threading.Lock()
 
     class AugmentingCollate(NumpyBatchCollateFn):
-        def __call__(self, batch: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        # Ray annotates the return with an unbound TypeVar (CollatedData), which no concrete type matches.
+        def __call__(self, batch: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
             return _collate(batch, transforms, lock, rng, shaft_window_probability)
 
     return AugmentingCollate()
@@ -364,7 +365,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     for epoch in range(state.epoch, train_config.epochs):
         started = time.perf_counter()
         if transforms is not None:  # the previous epoch's batches are all collated by now
-            transforms.set_random_state(seed=train_config.seed + 1009 * epoch + rank)  # type: ignore[attr-defined]
+            transforms.set_random_state(seed=train_config.seed + 1009 * epoch + rank)
 
         def rate(step: int, epoch: int = epoch) -> float:
             return learning_rate_at(

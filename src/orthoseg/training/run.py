@@ -195,7 +195,9 @@ def _fit(
     train_config = settings.train
     resources = {"CPU": train_config.cpus_per_worker, **({"GPU": 1.0} if train_config.use_gpu else {})}
     trainer = TorchTrainer(
-        train_loop_per_worker,  # type: ignore[arg-type]  # its return value reaches Result.return_value
+        # TorchTrainer's annotation says the loop returns None; Ray Train v2 hands what it returns to
+        # Result.return_value.
+        train_loop_per_worker,  # type: ignore[arg-type]
         train_loop_config={
             "loop": loop.model_dump(mode="json"),
             "progress_queue": queue,

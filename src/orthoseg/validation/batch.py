@@ -477,7 +477,7 @@ def _replace_folder(store: ObjectStore, prefix: str, folder: Path) -> None:
         key = join_key(prefix, path.relative_to(folder).as_posix())
         store.put_file(key, path)
         uploaded.add(key)
-    for key in store.list(prefix):
+    for key in store.list_keys(prefix):
         if key not in uploaded:
             store.delete(key)
 

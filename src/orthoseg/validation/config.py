@@ -125,7 +125,7 @@ class ValidationConfig(BaseModel):
         if salt:
             values["pseudonym_salt"] = salt
         values.update(overrides)
-        return cls(**values)  # type: ignore[arg-type]
+        return cls.model_validate(values)
 
     def effective_salt(self) -> str:
         """The salt in use; logs a warning when the unsalted default is used."""

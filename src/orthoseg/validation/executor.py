@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import Any, cast
 
 from orthoseg.progress import ProgressCallback
 from orthoseg.storage import ObjectStore, open_store
@@ -276,7 +276,8 @@ class _Supervisor:
                 timeout = _POLL_S if not busy else max(0.0, min(min(busy) - time.monotonic(), _POLL_S))
                 by_conn = {slot.conn: slot for slot in self.slots}
                 for conn in wait(list(by_conn), timeout=timeout):
-                    self._on_messages(by_conn[conn])  # type: ignore[index]
+                    # wait() returns some of the connections it was given; typeshed widens them.
+                    self._on_messages(by_conn[cast(Connection, conn)])
                 self._stop_overdue()
         finally:
             self.close()

@@ -112,7 +112,7 @@ def _snapshot(store: LocalStore, *prefixes: str) -> dict[str, str]:
     return {
         key: hashlib.sha256(store.get_bytes(key)).hexdigest()
         for prefix in prefixes
-        for key in store.list(prefix)
+        for key in store.list_keys(prefix)
     }
 
 
@@ -139,10 +139,10 @@ def training_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         logger.removeHandler(handler)
         logger.setLevel(previous_level)
     before = _snapshot(store, "datasets", "quarantine")
-    all_keys_before = set(store.list(""))
+    all_keys_before = set(store.list_keys(""))
     t1_again = validate_batch(settings, "incoming/t1", "t1", "training", config=config)
     after = _snapshot(store, "datasets", "quarantine")
-    all_keys_after = set(store.list(""))
+    all_keys_after = set(store.list_keys(""))
 
     second = base / "store" / "incoming" / "t2"
     _labelled(second, 50, patient_id="PAT_A")
@@ -192,7 +192,7 @@ def test_phi_is_named_never_quoted(training_runs: dict[str, Any]) -> None:
     phi = next(r for r in reasons["reasons"] if r["kind"] == "phi")
     assert "PatientName" in phi["observed"] and "PatientID" in phi["observed"]
     leaks = []
-    for key in store.list(""):
+    for key in store.list_keys(""):
         if key.startswith("incoming/") or (
             key.startswith("quarantine/") and not key.endswith(".reasons.json")
         ):

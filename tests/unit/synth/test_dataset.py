@@ -21,7 +21,7 @@ PX = 192
 
 
 def _files(store: LocalStore, prefix: str) -> dict[str, bytes]:
-    return {key: store.get_bytes(key) for key in store.list(prefix)}
+    return {key: store.get_bytes(key) for key in store.list_keys(prefix)}
 
 
 def test_layout_and_byte_identical_reruns(tmp_path: Path) -> None:
@@ -57,12 +57,12 @@ def test_rerun_skips_finished_cases_and_completes_missing_ones(tmp_path: Path) -
     store = LocalStore(tmp_path / "store")
     config = SynthConfig(count=4, seed=5, batch="again", image_px=PX)
     generate_dataset(store, config)
-    keys = store.list("incoming/again/images")
+    keys = store.list_keys("incoming/again/images")
     stamps = {key: store.local_path(key).stat().st_mtime_ns for key in keys}
     store.delete(keys[0])  # a crash lost one file
     summary = generate_dataset(store, config)
     assert summary.images == 4
-    assert store.list("incoming/again/images") == keys
+    assert store.list_keys("incoming/again/images") == keys
     assert all(store.local_path(k).stat().st_mtime_ns == stamps[k] for k in keys[1:])
 
 
@@ -109,6 +109,6 @@ def test_generate_into_s3(s3_store: ObjectStore) -> None:
     config = SynthConfig(count=2, seed=4, batch="s3", image_px=PX, workers=2, broken_count=2)
     summary = generate_dataset(s3_store, config)
     assert summary.images == 2 and summary.broken == 2
-    keys = s3_store.list("incoming/s3")
+    keys = s3_store.list_keys("incoming/s3")
     assert len([k for k in keys if "/images/" in k]) == 4  # 2 cases + 2 broken files
     assert len([k for k in keys if "/truth/" in k]) == 2
