@@ -60,16 +60,19 @@ def retrain_skipped_op(decision: dict) -> dict:
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def train_op(validation: dict, settings_overrides: dict, warm_start_from: str = "") -> dict:
+def train_op(
+    validation: dict, settings_overrides: dict, warm_start_from: str = "", job_key: str = ""
+) -> dict:
     """Train the segmentation network with Ray Train on the validated dataset version; log to MLflow.
-    ``warm_start_from`` (the retrain gate's choice; "" for from scratch) is ``train.init_weights_uri``."""
+    ``warm_start_from`` (the retrain gate's choice; "" for from scratch) is ``train.init_weights_uri``.
+    With ``rayjob.pipeline_steps`` it runs as a RayJob named after ``job_key`` (the pipeline run)."""
+    from orthoseg.rayjob_steps import train_step
     from orthoseg.settings import Settings
-    from orthoseg.training import run_training
 
     settings = Settings(**settings_overrides)
     train = settings.train.model_copy(update={"init_weights_uri": warm_start_from or None})
     settings = settings.model_copy(update={"train": train})
-    return run_training(settings, validation.get("dataset_version")).model_dump(
+    return train_step(settings, validation.get("dataset_version"), job_key).model_dump(
         mode="json", exclude_none=True
     )
 
@@ -120,13 +123,15 @@ def promote_op(registered: dict, settings_overrides: dict) -> dict:
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def infer_op(validation: dict, model_ref: str, settings_overrides: dict) -> dict:
+def infer_op(validation: dict, model_ref: str, settings_overrides: dict, job_key: str = "") -> dict:
     """Batch inference with Ray Data on the accepted files of a validated batch: DICOM SEG, overlays,
-    measurements and a report under predictions/<model-version>/<run-id>/."""
-    from orthoseg.inference import run_inference, validated_batch_source
+    measurements and a report under predictions/<model-version>/<run-id>/. With ``rayjob.pipeline_steps``
+    the inference runs as a RayJob named after ``job_key`` (the pipeline run)."""
+    from orthoseg.inference import validated_batch_source
+    from orthoseg.rayjob_steps import infer_step
     from orthoseg.settings import Settings
 
     settings = Settings(**settings_overrides)
-    return run_inference(settings, validated_batch_source(validation), model_ref).model_dump(
+    return infer_step(settings, validated_batch_source(validation), model_ref, job_key).model_dump(
         mode="json", exclude_none=True
     )

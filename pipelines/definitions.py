@@ -147,6 +147,7 @@ def training_pipeline_for(config: PipelineConfig | None) -> BaseComponent:
                 validation=validation.output,
                 settings_overrides=settings_overrides,
                 warm_start_from=gate.outputs["warm_start_from"],
+                job_key=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             )
             evaluation = evaluate_op(training=training.output, settings_overrides=settings_overrides)
             registered = register_op(
@@ -193,7 +194,10 @@ def inference_pipeline_for(config: PipelineConfig | None) -> BaseComponent:
             source=source, batch=batch, purpose="inference", settings_overrides=settings_overrides
         )
         inference = infer_op(
-            validation=validation.output, model_ref=model_ref, settings_overrides=settings_overrides
+            validation=validation.output,
+            model_ref=model_ref,
+            settings_overrides=settings_overrides,
+            job_key=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         )
         _step(validation, "validation", config)
         _step(inference, "inference", config)
