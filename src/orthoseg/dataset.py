@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from orthoseg.dataset_version import latest_dataset_version, latest_key, load_manifest, manifest_key
 from orthoseg.labels import NUM_STRUCTURES
 from orthoseg.settings import PreprocessConfig
 from orthoseg.storage import ObjectStore, store_from_settings
-from orthoseg.validation.dataset import latest_dataset_version, latest_key, load_manifest, manifest_key
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from orthoseg.synth.case import generate_case
 from orthoseg.synth.config import CATEGORIES, SynthCase, SynthConfig, SynthSummary
-from orthoseg.synth.dataset import generate_dataset
+from orthoseg.synth.generate import generate_dataset
 from orthoseg.synth.preview import write_preview
 
 __all__ = [

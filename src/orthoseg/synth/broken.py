@@ -56,7 +56,7 @@ def _jpeg_bytes(seed: int) -> bytes:
 def _broken_case(kind: str, number: int, config: SynthConfig) -> dict[str, bytes]:
     """Files (relative to the batch) of one broken example."""
     from orthoseg.synth.case import generate_case
-    from orthoseg.synth.labels import build_label_seg
+    from orthoseg.synth.seg_bytes import build_label_seg
 
     small = config.model_copy(update={"image_px": min(config.image_px, 384), "bilateral_fraction": 0.0})
     base_index = 1_000_000 + number

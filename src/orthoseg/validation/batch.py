@@ -32,11 +32,12 @@ from typing import Any, Literal
 import pandas as pd
 from pydantic import BaseModel
 
+from orthoseg import dataset_version as ds
 from orthoseg.labels import LABEL_CONTRACT_VERSION
 from orthoseg.progress import ProgressCallback
 from orthoseg.settings import Settings
 from orthoseg.storage import ObjectStore, batch_store, join_key, store_from_settings
-from orthoseg.validation import dataset as ds
+from orthoseg.validation.batch_report import render_report
 from orthoseg.validation.config import ValidationConfig
 from orthoseg.validation.duplicates import mark_duplicates, refused_copies
 from orthoseg.validation.executor import read_all
@@ -49,7 +50,6 @@ from orthoseg.validation.reader import (
     store_environment,
     supported_transfer_syntaxes,
 )
-from orthoseg.validation.report import render_report
 from orthoseg.validation.spacing import judge_all
 from orthoseg.validation.suite import Check, SuiteOutcome, build_checks, run_suite
 

@@ -12,8 +12,8 @@ from orthoseg.labels import STRUCTURE_NAMES
 from orthoseg.radiograph import read_radiograph
 from orthoseg.seg_io import read_seg_masks
 from orthoseg.synth import SynthCase, SynthConfig
-from orthoseg.synth.dataset import encode_case
 from orthoseg.synth.dicom import DX_PRESENTATION_SOP_CLASS
+from orthoseg.synth.generate import encode_case
 
 REQUIRED = (
     "SOPClassUID",
@@ -114,7 +114,7 @@ def test_paired_views_share_patient_and_study(small_cases: list[SynthCase]) -> N
 
 def test_fast_seg_matches_highdicom_build_seg(small_cases: list[SynthCase]) -> None:
     from orthoseg.seg_io import build_seg, seg_to_bytes
-    from orthoseg.synth.labels import encode_seg
+    from orthoseg.synth.seg_bytes import encode_seg
 
     case = small_cases[3]
     options = {"series_instance_uid": "1.2.826.0.1.1", "sop_instance_uid": "1.2.826.0.1.2"}

@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from orthoseg.dataset_version import compute_version, resolve_keys, split_for
 from orthoseg.settings import Settings
 from orthoseg.storage import LocalStore
 from orthoseg.validation import ValidationConfig
-from orthoseg.validation.dataset import compute_version, resolve_keys, split_for
 from orthoseg.validation.inventory import classify
 from orthoseg.validation.reader import ReaderContext, phi_fields, pseudonymize, read_image
 from tests.validation_builders import dicom_bytes, dx_dataset

@@ -26,7 +26,7 @@ def batch_prefix(config: SynthConfig) -> str:
 
 def encode_case(case: SynthCase, config: SynthConfig) -> dict[str, bytes]:
     """The three files of a case, keyed by their store key relative to the batch prefix."""
-    from orthoseg.synth.labels import build_label_seg
+    from orthoseg.synth.seg_bytes import build_label_seg
 
     uid = case.sop_instance_uid
     seg = build_label_seg(case, config)
