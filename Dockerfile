@@ -37,12 +37,14 @@ RUN echo "ray==${RAY_VERSION}" > /home/ray/constraints.txt \
  && pip install ${index} -c /home/ray/constraints.txt "${TORCH_SPEC}" \
  && python -c "import torch; print('torch==' + torch.__version__)" >> /home/ray/constraints.txt
 
-# 2. The project's dependencies, read from pyproject.toml alone so that source edits reuse this layer.
+# 2. The project's dependencies, read from pyproject.toml alone so that source edits reuse this layer, at
+#    the exact versions the tests ran with (requirements.lock, as `make venv` installs them).
 #    psycopg2-binary is for the MLflow server's PostgreSQL backend store (infra/base/mlflow.yaml).
-COPY --chown=ray:users pyproject.toml ./
+COPY --chown=ray:users pyproject.toml requirements.lock ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
         > /home/ray/requirements.txt \
- && pip install -c /home/ray/constraints.txt -r /home/ray/requirements.txt "${TORCH_SPEC}" psycopg2-binary
+ && pip install -c /home/ray/constraints.txt -c requirements.lock -r /home/ray/requirements.txt "${TORCH_SPEC}" \
+        psycopg2-binary
 
 # 3. The project itself (no dependency resolution left to do).
 COPY --chown=ray:users README.md ./
