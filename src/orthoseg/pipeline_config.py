@@ -124,7 +124,7 @@ _LARGE = {"cpu_request": "2", "cpu_limit": "4", "memory_request": "4Gi", "memory
 # Each step's defaults; a partial override (one ORTHOSEG_PIPELINE__<STEP>__<FIELD>) keeps the others.
 # Timeouts are generous upper bounds per attempt, not estimates.
 STEP_DEFAULTS: dict[str, dict[str, Any]] = {
-    # Reads the batch and writes the dataset version, in validation_workers reader processes and the
+    # Reads the batch and writes the dataset version, in validation.workers reader processes and the
     # parent. Retried: store errors can be transient, and a re-run rewrites nothing that is right
     # already (the dataset version is a content hash; copies skip identical bytes).
     "validation": {**_MEDIUM, "retries": 2, "timeout_s": 4 * 3600},

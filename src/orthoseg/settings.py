@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orthoseg.augment import AugmentConfig
@@ -14,6 +15,10 @@ from orthoseg.pipeline_config import PipelineConfig
 from orthoseg.profiles import PROFILES, profile_defaults
 from orthoseg.rayjob_config import RayJobConfig
 from orthoseg.schedule import validate_cron
+from orthoseg.validation_config import ValidationConfig
+
+# Validation's variables before it became a section (``ORTHOSEG_VALIDATION_WORKERS``); refused by Settings.
+FLAT_VALIDATION_PREFIX = "ORTHOSEG_VALIDATION_"
 
 
 class PreprocessConfig(BaseModel):
@@ -221,16 +226,10 @@ class Settings(BaseSettings):
         model_name: registered model name.
         experiment_name: MLflow experiment for training runs.
         work_dir: local scratch folder (Ray Train storage, caches).
-        validation_workers: parallel processes for validation.
-        validation_max_file_bytes: files larger than this are refused unread.
-        validation_worker_memory_limit_bytes: address-space cap of each validation reader process.
-        validation_file_time_limit_s: seconds one file may take to read and decode in a validation reader
-            process; past it the reader is stopped and replaced and the file quarantined (a hung decoder).
-        validation_pixel_spacing_ranges_mm: plausible pixel spacing per Modality, in millimetres, e.g.
-            ``{"DX": [0.05, 1.0]}`` (JSON in ``ORTHOSEG_VALIDATION_PIXEL_SPACING_RANGES_MM``); None keeps the
-            defaults of ``ValidationConfig.pixel_spacing_ranges_mm`` (0.05-1.0 mm for DX, CR, DR).
         pseudonym_salt: secret salt of patient pseudonyms; keep it for the life of a dataset lineage,
-            since the train/val/test split derives from the pseudonym.
+            since the train/val/test split derives from the pseudonym. The only salt setting: validation
+            takes it from here (``ValidationConfig.from_settings``), and the ``validation`` section
+            refuses one.
         profile: a named training profile (``demo``, ``standard``, ``full``; ``orthoseg.profiles``)
             whose values fill every preprocessing, training and augmentation setting not given
             explicitly; None keeps the plain defaults below.
@@ -239,6 +238,11 @@ class Settings(BaseSettings):
         augment: on-the-fly training augmentation (``orthoseg.augment``).
         promotion: promotion policy file and the retraining threshold.
         schedule: the Kubeflow Pipelines recurring runs (``orthoseg schedule``).
+        validation: how incoming batches are validated: reader processes, size, memory and time limits,
+            accepted modalities and SOP classes, plausible pixel spacings, split fractions
+            (``orthoseg.validation_config``), e.g. ``ORTHOSEG_VALIDATION__WORKERS=8`` or
+            ``ORTHOSEG_VALIDATION__PIXEL_SPACING_RANGES_MM='{"DX": [0.05, 1.0]}'`` (JSON). The flat
+            ``ORTHOSEG_VALIDATION_<FIELD>`` variables of earlier versions are refused, naming the new one.
         inference: how batch inference runs (actors, batch size, CPUs and GPUs per actor, test-time
             passes; ``orthoseg.inference_config``), e.g. ``ORTHOSEG_INFERENCE__NUM_GPUS_PER_ACTOR=1``.
         pipeline: CPU, memory, GPUs, retries and timeouts of each Kubeflow Pipelines step on a cluster,
@@ -259,11 +263,6 @@ class Settings(BaseSettings):
     model_name: str = "orthoseg-knee"
     experiment_name: str = "orthoseg"
     work_dir: str = "./.orthoseg/work"
-    validation_workers: int = Field(default=2, ge=1)
-    validation_max_file_bytes: int = Field(default=512 * 1024**2, ge=1024)
-    validation_worker_memory_limit_bytes: int | None = 4 * 1024**3
-    validation_file_time_limit_s: float = Field(default=120.0, gt=0, le=86400)
-    validation_pixel_spacing_ranges_mm: dict[str, tuple[float, float]] | None = None
     pseudonym_salt: SecretStr | None = None
     profile: str | None = None
     preprocess: PreprocessConfig = PreprocessConfig()
@@ -271,9 +270,39 @@ class Settings(BaseSettings):
     augment: AugmentConfig = AugmentConfig()
     promotion: PromotionSettings = PromotionSettings()
     schedule: ScheduleSettings = ScheduleSettings()
+    validation: ValidationConfig = ValidationConfig()
     inference: InferenceConfig = InferenceConfig()
     pipeline: PipelineConfig = PipelineConfig()
     rayjob: RayJobConfig = RayJobConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_flat_validation_variables(cls, data: Any) -> Any:
+        """The environment source skips unknown names silently, so a deployment still setting the flat
+        ``ORTHOSEG_VALIDATION_WORKERS`` (now ``ORTHOSEG_VALIDATION__WORKERS``) would lose its values."""
+        flat = sorted(
+            name
+            for name in (key.upper() for key in os.environ)
+            if name.startswith(FLAT_VALIDATION_PREFIX) and not name.startswith(f"{FLAT_VALIDATION_PREFIX}_")
+        )
+        if flat:
+            renamed = ", ".join(
+                f"{name} to {name.replace('_VALIDATION_', '_VALIDATION__', 1)}" for name in flat
+            )
+            raise ValueError(
+                f"validation settings are the section ORTHOSEG_VALIDATION__<FIELD>: rename {renamed}"
+            )
+        return data
+
+    @field_validator("validation")
+    @classmethod
+    def _salt_is_top_level(cls, value: ValidationConfig) -> ValidationConfig:
+        if value.pseudonym_salt is not None:
+            raise ValueError(
+                "the pseudonym salt is the top-level setting ORTHOSEG_PSEUDONYM_SALT "
+                "(Settings.pseudonym_salt), not validation.pseudonym_salt"
+            )
+        return value
 
     @model_validator(mode="before")
     @classmethod

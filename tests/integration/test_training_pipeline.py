@@ -45,7 +45,7 @@ def champion(tmp_path: Path) -> Settings:
         train={"epochs": 1, "batch_size": 2, "network_channels": (4, 8, 16), "num_workers": 1},
         promotion={"policy_path": str(write_policy(tmp_path / "policy.yaml")), "retrain_min_new_images": 20},
         # 256-pixel test films have up to 1.6 mm pixels, coarser than a real DX allows.
-        validation_pixel_spacing_ranges_mm={"DX": (0.05, 2.0)},
+        validation={"pixel_spacing_ranges_mm": {"DX": (0.05, 2.0)}},
     )
     store = store_from_settings(settings)
     write_dataset_version(store, BENCH, count=6, seed=11, test_fraction=0.34)

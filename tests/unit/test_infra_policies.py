@@ -210,7 +210,7 @@ def test_secret_example_documents_the_salt() -> None:
 
 
 def test_pipeline_steps_get_the_salt_from_its_secret(tmp_path: Path) -> None:
-    from orthoseg.validation.config import SALT_ENV
+    from orthoseg.validation_config import SALT_ENV
     from pipelines.compile import compile_pipelines
     from pipelines.definitions import SALT_KEY as DEFINITIONS_SALT_KEY
     from pipelines.definitions import SALT_SECRET as DEFINITIONS_SALT_SECRET

@@ -58,3 +58,34 @@ def test_inference_is_a_settings_section_the_cli_can_override(monkeypatch: pytes
     with pytest.raises(ValidationError, match="tta_passes"):
         with_overrides(settings.inference, tta_passes=99)
     assert Settings(**settings_payload(settings)).inference == settings.inference
+
+
+def test_validation_is_a_settings_section_and_the_salt_stays_top_level(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ORTHOSEG_VALIDATION__* reach the config validation runs with; explicit overrides win; the flat
+    names of earlier versions and a salt inside the section are refused; the section survives the trip
+    through the pipelines' parameters."""
+    from orthoseg.validation_config import ValidationConfig
+    from pipelines.runner import settings_payload
+
+    monkeypatch.setenv("ORTHOSEG_VALIDATION__WORKERS", "3")
+    monkeypatch.setenv("ORTHOSEG_VALIDATION__PIXEL_SPACING_RANGES_MM", '{"DX": [0.05, 1.0]}')
+    monkeypatch.setenv("ORTHOSEG_PSEUDONYM_SALT", "top-level-salt")
+    settings = Settings()
+    config = ValidationConfig.from_settings(settings)  # what validate_batch and prescreen_batch use
+    assert config.workers == 3
+    assert config.pixel_spacing_ranges_mm == {"DX": (0.05, 1.0)}  # the whole mapping, CR and DR dropped
+    assert config.effective_salt() == "top-level-salt"
+    assert ValidationConfig.from_settings(settings, workers=5).workers == 5
+    assert Settings(**settings_payload(settings)).validation == settings.validation
+
+    with pytest.raises(ValidationError, match="extra"):
+        Settings(validation_workers=3)  # type: ignore[call-arg]
+    with pytest.raises(ValidationError, match="ORTHOSEG_PSEUDONYM_SALT"):
+        Settings(validation={"pseudonym_salt": "second-salt"})
+    monkeypatch.setenv("ORTHOSEG_VALIDATION_WORKERS", "3")
+    with pytest.raises(
+        ValidationError, match="rename ORTHOSEG_VALIDATION_WORKERS to ORTHOSEG_VALIDATION__WORKERS"
+    ):
+        Settings()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from orthoseg.dataset_version import MANIFEST_COLUMNS, latest_dataset_version, load_manifest
 from orthoseg.validation.batch import PrescreenSummary, ValidationSummary, prescreen_batch, validate_batch
-from orthoseg.validation.config import ValidationConfig
+from orthoseg.validation_config import ValidationConfig
 
 __all__ = [
     "MANIFEST_COLUMNS",

@@ -38,7 +38,6 @@ from orthoseg.progress import ProgressCallback
 from orthoseg.settings import Settings
 from orthoseg.storage import ObjectStore, batch_store, join_key, store_from_settings
 from orthoseg.validation.batch_report import render_report
-from orthoseg.validation.config import ValidationConfig
 from orthoseg.validation.duplicates import mark_duplicates, refused_copies
 from orthoseg.validation.executor import read_all
 from orthoseg.validation.inventory import InputFile, Inventory, check_source, take_inventory
@@ -52,6 +51,7 @@ from orthoseg.validation.reader import (
 )
 from orthoseg.validation.spacing import judge_all
 from orthoseg.validation.suite import Check, SuiteOutcome, build_checks, run_suite
+from orthoseg.validation_config import ValidationConfig
 
 logger = logging.getLogger(__name__)
 
@@ -556,7 +556,7 @@ def validate_batch(
     """Validate every file under ``source``; accept into a new dataset version or quarantine with reasons.
 
     Args:
-        settings: store, S3 endpoint and ``validation_workers``.
+        settings: store, S3 endpoint, the ``validation`` section and the pseudonym salt.
         source: a store URI (``s3://bucket/prefix``), a local folder, or a prefix in the configured store
             such as ``incoming/<batch>``; it holds ``images/`` (any layout), ``labels/`` and ``truth/``.
         batch: batch name (quarantine and report folders).

@@ -40,7 +40,7 @@ CRASH_REASON = (
     "the file in hand"
 )
 TIMEOUT_REASON = (
-    "decoding exceeded {limit:g} s (the time limit per file, ORTHOSEG_VALIDATION_FILE_TIME_LIMIT_S); the "
+    "decoding exceeded {limit:g} s (the time limit per file, ORTHOSEG_VALIDATION__FILE_TIME_LIMIT_S); the "
     "reader process was stopped and replaced"
 )
 START_FAILURE = (

@@ -26,8 +26,8 @@ import numpy as np
 from orthoseg.labels import BY_NAME, NUM_STRUCTURES, STRUCTURE_NAMES
 from orthoseg.radiograph import RadiographError, decode_pixels, pixel_spacing_with_source
 from orthoseg.storage import DEFAULT_S3_MAX_ATTEMPTS, ObjectStore, StoreError
-from orthoseg.validation.config import ValidationConfig
 from orthoseg.validation.inventory import InputFile
+from orthoseg.validation_config import ValidationConfig
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from orthoseg.validation.config import ValidationConfig
+from orthoseg.validation_config import ValidationConfig
 
 
 def spacing_range_mm(modality: str, config: ValidationConfig) -> tuple[float, float]:
@@ -56,7 +56,7 @@ def judge_spacing(row: dict[str, Any], config: ValidationConfig) -> None:
     row["pixel_spacing_detail"] = (
         f"{declared} (row x column): {hint}; accepted {whose} is {accepted} per pixel. Check the unit and "
         "whether the image was resized without updating the spacing, or widen "
-        "ORTHOSEG_VALIDATION_PIXEL_SPACING_RANGES_MM if this is genuine"
+        "ORTHOSEG_VALIDATION__PIXEL_SPACING_RANGES_MM if this is genuine"
     )
 
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from orthoseg.validation.config import ValidationConfig
+from orthoseg.validation_config import ValidationConfig
 
 logger = logging.getLogger(__name__)
 

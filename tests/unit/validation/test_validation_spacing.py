@@ -79,8 +79,8 @@ def test_no_spacing_and_other_modalities(tmp_path: Path) -> None:
 
 
 def test_ranges_come_from_settings_and_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ORTHOSEG_VALIDATION_PIXEL_SPACING_RANGES_MM", '{"dx": [0.1, 0.3]}')
-    monkeypatch.setenv("ORTHOSEG_VALIDATION_FILE_TIME_LIMIT_S", "7.5")
+    monkeypatch.setenv("ORTHOSEG_VALIDATION__PIXEL_SPACING_RANGES_MM", '{"dx": [0.1, 0.3]}')
+    monkeypatch.setenv("ORTHOSEG_VALIDATION__FILE_TIME_LIMIT_S", "7.5")
     config = ValidationConfig.from_settings(Settings())
     assert config.pixel_spacing_ranges_mm == {"DX": (0.1, 0.3)}
     assert config.file_time_limit_s == 7.5
@@ -88,7 +88,7 @@ def test_ranges_come_from_settings_and_the_environment(monkeypatch: pytest.Monke
     row.update(pixel_spacing_row_mm=0.5, pixel_spacing_col_mm=0.5)
     judge_spacing(row, config)
     assert row["pixel_spacing_plausible"] is False and "0.1 to 0.3 mm" in row["pixel_spacing_detail"]
-    monkeypatch.delenv("ORTHOSEG_VALIDATION_PIXEL_SPACING_RANGES_MM")
+    monkeypatch.delenv("ORTHOSEG_VALIDATION__PIXEL_SPACING_RANGES_MM")
     assert ValidationConfig.from_settings(Settings()).pixel_spacing_ranges_mm["DX"] == (0.05, 1.0)
     with pytest.raises(ValidationError, match="0 < low < high"):
         ValidationConfig(pixel_spacing_ranges_mm={"DX": (1.0, 0.5)})

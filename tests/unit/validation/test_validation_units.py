@@ -69,7 +69,7 @@ def test_phi_policy_names_attributes_only() -> None:
 
 def test_config_takes_settings_and_keeps_the_salt_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ORTHOSEG_PSEUDONYM_SALT", "s3cret-salt")
-    config = ValidationConfig.from_settings(Settings(validation_workers=3))
+    config = ValidationConfig.from_settings(Settings(validation={"workers": 3}))
     assert config.workers == 3 and config.effective_salt() == "s3cret-salt"
     assert "s3cret-salt" not in repr(config) and "s3cret-salt" not in config.model_dump_json()
     assert "s3cret" not in config.salt_fingerprint()

@@ -1,4 +1,10 @@
-"""The validation knobs: limits that keep hostile input bounded and the values a knee radiograph must have."""
+"""The validation knobs: limits that keep hostile input bounded and the values a knee radiograph must have.
+
+A section of ``Settings`` (``Settings.validation``, ``ORTHOSEG_VALIDATION__*`` variables), so the CLI, the
+KFP pipelines (which pass the settings on) and a Python caller set it the same way. The pseudonym salt is
+not part of the section: it is the top-level secret ``ORTHOSEG_PSEUDONYM_SALT``, which ``from_settings``
+puts in.
+"""
 
 from __future__ import annotations
 
@@ -30,10 +36,11 @@ PROJECTION_SPACING_MM = (0.05, 1.0)
 
 
 class ValidationConfig(BaseModel):
-    """How a batch is validated; built from ``Settings`` by ``from_settings`` (explicit overrides win).
+    """How a batch is validated; ``Settings.validation`` (``ORTHOSEG_VALIDATION__*``) with the salt, by
+    ``from_settings`` (explicit overrides win).
 
     Attributes:
-        workers: reader processes (``Settings.validation_workers``).
+        workers: reader processes.
         max_file_bytes: files larger than this are refused from their listed size, before any byte is read.
         max_truth_bytes: ground-truth JSON files larger than this are refused unread.
         max_pixels: declared Rows x Columns x frames x samples above this is refused before decoding.
@@ -41,8 +48,10 @@ class ValidationConfig(BaseModel):
         header_prefix_bytes: bytes read first in header-only mode (more is read when the header is longer).
         worker_memory_limit_bytes: address-space limit of each reader process (an allocation past it fails
             as a ``MemoryError`` in that file's row instead of exhausting the machine); ``None`` for no limit.
-        pseudonym_salt: secret salt of the patient pseudonym (``ORTHOSEG_PSEUDONYM_SALT``); it must stay the
-            same for the life of a dataset lineage, since the train/val/test split derives from it.
+        pseudonym_salt: secret salt of the patient pseudonym; it must stay the same for the life of a dataset
+            lineage, since the train/val/test split derives from it. Set only in code (tests, benchmarks)
+            or by ``from_settings``, from ``Settings.pseudonym_salt`` (``ORTHOSEG_PSEUDONYM_SALT``);
+            ``Settings`` refuses it in its ``validation`` section, so there is one salt setting.
         split_fractions: (train, val, test) shares of patients.
         modalities: accepted Modality values.
         sop_classes: accepted SOP Class UIDs (CR Image, DX Image For Presentation).
@@ -110,17 +119,13 @@ class ValidationConfig(BaseModel):
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: object) -> ValidationConfig:
-        """Take every knob ``Settings`` has (``validation_*`` fields, ``pseudonym_salt``), defaults otherwise.
+        """``Settings.validation`` with the salt of ``Settings.pseudonym_salt``; ``overrides`` win.
 
-        The salt comes from ``Settings.pseudonym_salt`` when that field exists, else from the environment
-        variable ``ORTHOSEG_PSEUDONYM_SALT``.
+        Without a salt in ``settings`` (one built without reading the environment) the salt comes from
+        the environment variable ``ORTHOSEG_PSEUDONYM_SALT``, the same setting.
         """
-        values: dict[str, object] = {"workers": settings.validation_workers}
-        for name in cls.model_fields:
-            setting = getattr(settings, f"validation_{name}", None)
-            if setting is not None:
-                values[name] = setting
-        secret = getattr(settings, "pseudonym_salt", None)
+        values = settings.validation.model_dump()
+        secret = settings.pseudonym_salt
         salt = (secret.get_secret_value() if secret is not None else None) or os.environ.get(SALT_ENV)
         if salt:
             values["pseudonym_salt"] = salt
