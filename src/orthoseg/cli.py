@@ -540,11 +540,14 @@ def main() -> None:
     import sys
 
     from orthoseg.console import err_console
+    from orthoseg.registry import RegistryError
     from orthoseg.storage import StoreError
 
     try:
         app()
-    except (StoreError, ValueError, LookupError, FileNotFoundError, PermissionError) as error:
+    # What a person can act on (a missing object or model, a bad setting or file); anything else is a bug
+    # and keeps its traceback (a KeyError is a LookupError too, so only the registry's is caught).
+    except (StoreError, ValueError, RegistryError, FileNotFoundError, PermissionError) as error:
         if logging.getLogger().isEnabledFor(logging.DEBUG):
             raise
         err_console.print(f"[bold red]error:[/] {error}")
