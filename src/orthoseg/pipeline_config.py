@@ -7,6 +7,7 @@ without them.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -157,6 +158,21 @@ STEP_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+def fill_section_defaults(data: Any, defaults: Mapping[str, Mapping[str, Any]]) -> Any:
+    """``data`` (a settings section's raw input) with each named part given in part completed from that
+    part's own defaults, not the generic ones of its model."""
+    if not isinstance(data, dict):
+        return data
+    merged = dict(data)
+    for part, part_defaults in defaults.items():
+        given = merged.get(part)
+        if isinstance(given, BaseModel):
+            given = given.model_dump(exclude_unset=True)
+        if isinstance(given, dict):
+            merged[part] = {**part_defaults, **given}
+    return merged
+
+
 class PipelineConfig(BaseModel):
     """Cluster resources and failure handling of every Kubeflow Pipelines step, applied when the
     pipelines are compiled for a cluster (``orthoseg pipeline compile``, ``orthoseg schedule``, a cluster
@@ -197,16 +213,7 @@ class PipelineConfig(BaseModel):
     @classmethod
     def _fill_step_defaults(cls, data: Any) -> Any:
         """A step given in part keeps that step's defaults for the rest (not the generic ones)."""
-        if not isinstance(data, dict):
-            return data
-        merged = dict(data)
-        for step, defaults in STEP_DEFAULTS.items():
-            given = merged.get(step)
-            if isinstance(given, BaseModel):
-                given = given.model_dump(exclude_unset=True)
-            if isinstance(given, dict):
-                merged[step] = {**defaults, **given}
-        return merged
+        return fill_section_defaults(data, STEP_DEFAULTS)
 
     def step(self, name: str) -> StepResources:
         """The resources of step ``name`` (a key of ``STEP_DEFAULTS``)."""

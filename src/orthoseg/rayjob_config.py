@@ -11,7 +11,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from orthoseg.pipeline_config import CPU_QUANTITY, MEMORY_QUANTITY, Toleration, memory_bytes
+from orthoseg.pipeline_config import (
+    CPU_QUANTITY,
+    MEMORY_QUANTITY,
+    Toleration,
+    fill_section_defaults,
+    memory_bytes,
+)
 
 # Kubernetes and KubeRay keep these as int32.
 INT32_MAX = 2**31 - 1
@@ -132,16 +138,7 @@ class RayJobConfig(BaseModel):
     @classmethod
     def _fill_pod_defaults(cls, data: Any) -> Any:
         """A pod given in part keeps that pod's defaults for the rest."""
-        if not isinstance(data, dict):
-            return data
-        merged = dict(data)
-        for pod, defaults in POD_DEFAULTS.items():
-            given = merged.get(pod)
-            if isinstance(given, BaseModel):
-                given = given.model_dump(exclude_unset=True)
-            if isinstance(given, dict):
-                merged[pod] = {**defaults, **given}
-        return merged
+        return fill_section_defaults(data, POD_DEFAULTS)
 
     @model_validator(mode="after")
     def _check_worker_groups(self) -> RayJobConfig:
