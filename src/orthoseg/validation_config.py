@@ -55,7 +55,10 @@ class ValidationConfig(BaseModel):
         split_fractions: (train, val, test) shares of patients.
         modalities: accepted Modality values.
         sop_classes: accepted SOP Class UIDs (CR Image, DX Image For Presentation).
-        knee_body_parts: BodyPartExamined values that mean a knee (training refuses others).
+        knee_body_parts: BodyPartExamined values that mean a knee (training refuses others but leg ones).
+        leg_body_parts: BodyPartExamined values of lower-leg films (the tibia and fibula, often down to the
+            ankle): training accepts them, and their labels need no femur, since a film of the distal leg
+            shows none; they teach a model where the shafts run and end.
         view_positions: ViewPosition values considered known (others are a warning).
         lateralities: ImageLaterality / Laterality values considered known (others are a warning).
         pixel_spacing_ranges_mm: plausible pixel spacing per Modality, in millimetres (lowest, highest),
@@ -85,6 +88,7 @@ class ValidationConfig(BaseModel):
     modalities: tuple[str, ...] = ("DX", "CR")
     sop_classes: tuple[str, ...] = (CR_IMAGE_STORAGE, DX_FOR_PRESENTATION)
     knee_body_parts: tuple[str, ...] = ("KNEE",)
+    leg_body_parts: tuple[str, ...] = ("LEG",)
     view_positions: tuple[str, ...] = ("AP", "PA", "LL", "RL", "LATERAL")
     lateralities: tuple[str, ...] = ("L", "R", "B")
     pixel_spacing_ranges_mm: dict[str, tuple[float, float]] = Field(

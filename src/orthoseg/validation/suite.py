@@ -246,9 +246,9 @@ def build_checks(
         _in_set(
             "body_part",
             "body_part",
-            list(config.knee_body_parts),
-            f"body part must be {' or '.join(config.knee_body_parts)} (a knee model on another part is "
-            "not meaningful)",
+            [*config.knee_body_parts, *config.leg_body_parts],
+            f"body part must be {' or '.join((*config.knee_body_parts, *config.leg_body_parts))} (a knee "
+            "model on another part is not meaningful)",
             severity=strict,
         ),
         _in_set(
@@ -349,9 +349,7 @@ def build_checks(
                 detail_column="label_unknown_structures",
             ),
             _in_set("label_reference", "label_references_image", [True], "the SEG must reference this image"),
-            _in_set(
-                "label_no_femur", "label_has_femur", [True], "the femur must be labelled", severity=strict
-            ),
+            _femur_check(config, strict),
             _in_set(
                 "label_no_tibia", "label_has_tibia", [True], "the tibia must be labelled", severity=strict
             ),
@@ -364,6 +362,21 @@ def build_checks(
             ),
         ]
     return checks
+
+
+def _femur_check(config: ValidationConfig, severity: Severity) -> Check:
+    """The femur must be labelled, except on a lower-leg film (which may show the tibia and fibula only)."""
+    kwargs: dict[str, Any] = {"value_set": [True]}
+    message = "the femur must be labelled"
+    if config.leg_body_parts:
+        kwargs |= {
+            "row_condition": f"body_part not in {list(config.leg_body_parts)!r}",
+            "condition_parser": "pandas",
+        }
+        message += f" (only a lower-leg film, body part {' or '.join(config.leg_body_parts)}, may show none)"
+    return Check(
+        "label_no_femur", "ExpectColumnValuesToBeInSet", "label_has_femur", kwargs, message, severity
+    )
 
 
 def _plain(value: Any) -> Any:

@@ -85,6 +85,11 @@ def _first_batch(root: Path) -> dict[str, tuple[str, str | None]]:
     _write(root, "images/img41.dcm", dicom_bytes(ds))
     _write(root, f"labels/{uid_for(41)}.dcm", seg_bytes(ds, knee_masks(ROWS, COLUMNS, femur=False)))
     expected["images/img41.dcm"] = ("quarantined", "label_no_femur")
+    # A film of the lower leg shows the tibia and fibula without the knee: no femur to label.
+    ds = dx_dataset(46, body_part="LEG")
+    _write(root, "images/img46.dcm", dicom_bytes(ds))
+    _write(root, f"labels/{uid_for(46)}.dcm", seg_bytes(ds, knee_masks(ROWS, COLUMNS, femur=False)))
+    expected["images/img46.dcm"] = ("accepted", None)
     _write(root, "images/img42.dcm", dicom_bytes(dx_dataset(42)))
     _write(root, f"labels/{uid_for(42)}.dcm", seg_bytes(dx_dataset(43), knee_masks(ROWS, COLUMNS)))
     expected["images/img42.dcm"] = ("quarantined", "label_reference")
@@ -183,7 +188,7 @@ def test_training_verdicts_and_reasons(training_runs: dict[str, Any]) -> None:
     assert entries[f"labels/{uid_for(37)}.dcm"]["verdict"] == "quarantined"
     assert entries[f"labels/{uid_for(40)}/meniscus.png"]["reasons"][0]["kind"] == "image_quarantined"
     assert t1.accepted + t1.quarantined == t1.files_total == len(entries)
-    assert t1.images_accepted == 4 and t1.new_rows == 4
+    assert t1.images_accepted == 5 and t1.new_rows == 5
 
 
 def test_phi_is_named_never_quoted(training_runs: dict[str, Any]) -> None:
