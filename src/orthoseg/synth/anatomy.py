@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from orthoseg.labels import BY_NAME
 from orthoseg.synth.geometry import AlongT, Frame, Lobe, Plane, Polytope, make_profile, rotation
 from orthoseg.synth.scenario import KneeSpec
 
@@ -54,7 +55,8 @@ class Bone:
     """A bone: outer and inner (trabecular or marrow) solids, and where along t it is trabecular.
 
     Attributes:
-        name: label-contract structure name.
+        name: label-contract structure name, or the name of a bone the contract does not label (its
+            pixels stay background: the ankle bones under a tibia film).
         frame: the bone's frame (every lobe's frame is this frame).
         outer: lobes whose union is the whole bone.
         inner: lobes whose union is the bone inside the cortex.
@@ -62,6 +64,9 @@ class Bone:
             as (start, end) of the transition; None when the inside is cancellous everywhere.
         keep: optional cut (a ``Polytope`` region) the bone is trimmed to, set by implants.
         joint_t: t of the joint surface, where the bone has one.
+        distal_cancellous_t: t where the marrow cavity gives way again to cancellous bone towards the
+            far end (start, end), for long bones shown whole (the distal tibia and fibula).
+        distal_joint_t: t of the far joint surface (the tibial plafond), with denser subchondral bone.
         shaft_direction: unit direction (bone frame) of the diaphysis' centreline: the anatomical axis
             a film shows and the angles' truth uses. The frame's t axis when the shaft is straight.
     """
@@ -73,7 +78,14 @@ class Bone:
     trabecular_until_t: tuple[float, float] | None = None
     keep: list[Cut] = field(default_factory=list)
     joint_t: float | None = None
+    distal_cancellous_t: tuple[float, float] | None = None
+    distal_joint_t: float | None = None
     shaft_direction: tuple[float, float, float] = (0.0, 0.0, 1.0)
+
+    @property
+    def labelled(self) -> bool:
+        """Whether the label contract has a structure for this bone."""
+        return self.name in BY_NAME
 
 
 @dataclass

@@ -10,9 +10,10 @@ from orthoseg.synth.scenario import KneeSpec
 
 
 def build_soft_tissue(
-    spec: KneeSpec, knee: Frame, femur: Frame, length_mm: float = 420.0
+    spec: KneeSpec, knee: Frame, femur: Frame, length_mm: float = 480.0
 ) -> tuple[list[Lobe], list[Lobe]]:
-    """Skin envelope (thigh and leg, overlapping smoothly at the knee) and the muscle inside the fat."""
+    """Skin envelope (thigh and leg down past the heel, overlapping smoothly at the knee) and the muscle
+    inside the fat."""
     s = spec.soft_scale
     fat = 4.0 + 12.0 * max(s - 0.8, 0.0)
 
@@ -33,9 +34,17 @@ def build_soft_tissue(
             ),
         )
 
-    def leg(shrink: float) -> Lobe:
+    def leg(shrink: float, tendons: float) -> Lobe:
         def calf(t: np.ndarray) -> np.ndarray:
             return np.exp(-(((t + 120.0) / 90.0) ** 2))
+
+        def ankle(t: np.ndarray) -> np.ndarray:
+            # The leg narrows to ~70 mm across the malleoli; below the calf the muscle gives way to
+            # tendons, so the envelope's muscle thins by ``tendons`` mm more than its fat.
+            return 1.0 - 0.24 * smooth((-t - 220.0) / 120.0)
+
+        def inset(t: np.ndarray) -> np.ndarray:
+            return shrink + tendons * smooth((-t - 250.0) / 90.0)
 
         top = lambda t: cap(t, 70.0, -65.0, 3.0)  # noqa: E731
         return Lobe(
@@ -46,9 +55,9 @@ def build_soft_tissue(
                 0.5,
                 0.0,
                 lambda t: -6.0 - 16.0 * calf(t),
-                lambda t: (47.0 * s - shrink) * (1 + 0.1 * calf(t)) * top(t),
-                lambda t: (44.0 * s - shrink) * (1 + 0.35 * calf(t)) * top(t),
+                lambda t: np.maximum((47.0 * s * ankle(t) - inset(t)) * (1 + 0.1 * calf(t)) * top(t), 0.0),
+                lambda t: np.maximum((44.0 * s * ankle(t) - inset(t)) * (1 + 0.35 * calf(t)) * top(t), 0.0),
             ),
         )
 
-    return [thigh(0.0), leg(0.0)], [thigh(fat), leg(fat)]
+    return [thigh(0.0), leg(0.0, 0.0)], [thigh(fat), leg(fat, 12.0)]

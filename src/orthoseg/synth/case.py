@@ -166,7 +166,12 @@ def generate_case(index: int, config: SynthConfig) -> SynthCase:
         window=window,
         kvp=spec.kvp,
         exposure_mas=spec.exposure_mas,
-        series_description=f"KNEE {spec.view}" + (" BILATERAL STANDING" if spec.bilateral else ""),
+        series_description=(
+            f"TIBIA FIBULA {spec.view}"
+            if spec.framing != "knee"
+            else f"KNEE {spec.view}" + (" BILATERAL STANDING" if spec.bilateral else "")
+        ),
+        body_part="KNEE" if spec.framing == "knee" else "LEG",
     )
     metal = masks[BY_NAME["femoral_component"].channel] | masks[BY_NAME["tibial_component"].channel]
     knees = [
@@ -181,6 +186,7 @@ def generate_case(index: int, config: SynthConfig) -> SynthCase:
         "view": spec.view,
         "view_position": "AP" if spec.view == "AP" else "LL",
         "bilateral": spec.bilateral,
+        "framing": spec.framing,
         **knees[0],
         "laterality": laterality,
         "implant_category": primary.category,

@@ -42,6 +42,9 @@ class SynthConfig(BaseModel):
         long_film_fraction: share of single-knee films that show 240-400 mm along the leg (clinical
             cassettes and standing views) instead of the ~190 mm around the joint; at ``image_px`` their
             pixels are coarser.
+        leg_film_fraction: share of single-knee AP films framed on the lower leg down to the ankle:
+            half show the whole tibia with the knee at the top (full-length tibia films after
+            stemmed revisions), half leave the knee out (films of the distal leg and ankle).
         bone_subsample: bone is traced on a grid this many times coarser than the pixels and
             upsampled (metal, cement and lucent lines are always traced at full resolution).
         broken_count: deliberately broken files added to ``images/`` (validation demos and tests).
@@ -70,6 +73,7 @@ class SynthConfig(BaseModel):
     bilateral_fraction: float = Field(0.1, ge=0.0, le=1.0)
     monochrome1_fraction: float = Field(0.2, ge=0.0, le=1.0)
     long_film_fraction: float = Field(0.3, ge=0.0, le=1.0)
+    leg_film_fraction: float = Field(0.1, ge=0.0, le=1.0)
     bone_subsample: int = Field(2, ge=1, le=4)
     broken_count: int = Field(0, ge=0)
     workers: int = Field(1, ge=1, le=64)

@@ -78,6 +78,7 @@ def build_dx_dataset(
     kvp: float,
     exposure_mas: float,
     series_description: str,
+    body_part: str = "KNEE",
 ) -> Any:
     """Wrap 12-bit stored values in a DX 'For Presentation' dataset as a de-identified clinical export.
 
@@ -94,6 +95,7 @@ def build_dx_dataset(
         kvp: tube voltage.
         exposure_mas: tube current-time product.
         series_description: e.g. 'KNEE AP'.
+        body_part: BodyPartExamined: 'KNEE', or 'LEG' for a film of the lower leg.
     """
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian
@@ -134,7 +136,7 @@ def build_dx_dataset(
     ds.PatientSex = identity.patient_sex
     ds.PatientIdentityRemoved = "YES"
     ds.DeidentificationMethod = "orthoseg.synth: synthetic image, pseudonymous identifiers"
-    ds.BodyPartExamined = "KNEE"
+    ds.BodyPartExamined = body_part
     ds.KVP = f"{kvp:.0f}"
     ds.SoftwareVersions = f"orthoseg {__version__}"
     ds.DistanceSourceToDetector = "1150"

@@ -8,6 +8,7 @@ import numpy as np
 
 from orthoseg.labels import BY_NAME
 from orthoseg.synth.anatomy import Bone, FemurShape, build_femur, build_patella
+from orthoseg.synth.anatomy_ankle import build_ankle
 from orthoseg.synth.anatomy_leg import build_fibula, build_tibia
 from orthoseg.synth.anatomy_soft import build_soft_tissue
 from orthoseg.synth.femoral import FemoralBuild, build_femoral
@@ -46,7 +47,7 @@ class KneeScene:
 
     Attributes:
         spec: what was asked for.
-        bones: femur, tibia, fibula, patella (with their cuts).
+        bones: femur, tibia, fibula, patella (with their cuts), then the unlabelled ankle bones.
         skin, muscle: soft-tissue envelope lobes (outer, and inside the subcutaneous fat).
         solids: implants, cement, radiolucent lines and sclerotic rims.
         knee, femur: the knee (tibia) frame and the placed femur frame.
@@ -182,7 +183,7 @@ def build_knee(spec: KneeSpec, flexion_deg: float, seed: int) -> KneeScene:
         )
     return KneeScene(
         spec,
-        [femur, tibia, fibula, patella],
+        [femur, tibia, fibula, patella, *build_ankle(spec, knee)],
         skin,
         muscle,
         solids,

@@ -174,7 +174,8 @@ def project(
             outer, inner = bone_lengths(bone, bone_cam)
             if outer is None:
                 continue
-            _mask_from_coarse(masks[BY_NAME[bone.name].channel], outer, bone_factor)
+            if bone.labelled:
+                _mask_from_coarse(masks[BY_NAME[bone.name].channel], outer, bone_factor)
             cortex = subtract(outer, inner)
             if cortex is not None:
                 cortex.add_to(bone_img, MU_PER_MM["cortical"] - mu_soft)
@@ -184,10 +185,15 @@ def project(
                 if bone.trabecular_until_t is not None:
                     t = _axis_t(bone, bone_cam, inner)
                     start, end = bone.trabecular_until_t
-                    weight = 1.0 - smooth((t - start) / (end - start)) * 0.85
+                    marrow = smooth((t - start) / (end - start))
+                    if bone.distal_cancellous_t is not None:
+                        d_start, d_end = bone.distal_cancellous_t
+                        marrow = marrow * (1.0 - smooth((t - d_start) / (d_end - d_start)))
+                    weight = 1.0 - marrow * 0.85
                     # Denser subchondral bone next to the joint, sparser in the metaphyseal centre.
-                    joint = np.abs(t - bone.joint_t) if bone.joint_t is not None else None
-                    if joint is not None:
+                    joints = [j for j in (bone.joint_t, bone.distal_joint_t) if j is not None]
+                    if joints:
+                        joint = np.min([np.abs(t - j) for j in joints], axis=0)
                         weight *= 0.85 + 0.55 * np.exp(-joint / 9.0)
                 trab = Field(inner.r0, inner.r1, inner.c0, inner.c1, inner.values * weight)
                 trab.add_to(trab_img, MU_PER_MM["trabecular"] - mu_marrow)

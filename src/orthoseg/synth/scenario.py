@@ -15,7 +15,10 @@ from typing import TypedDict
 import numpy as np
 
 from orthoseg.synth.config import SynthConfig
+from orthoseg.synth.leg_framing import leg_framing
 
+# Largest geometric magnification of the knee on the detector (object-to-detector distance over SID).
+MAX_MAGNIFICATION = 1.2
 # Design families per category: (name, weight). Shapes in implants.py.
 FAMILIES: dict[str, tuple[tuple[str, float], ...]] = {
     "native": (("none", 1.0),),
@@ -139,6 +142,9 @@ class ImageSpec:
     # are seen edge-on; ``beam_alignment_error_deg`` is how far the radiographer missed.
     beam_along_tray: bool = False
     beam_alignment_error_deg: float = 0.0
+    # What the film is framed on: "knee" (the joint at its centre), "tibia" (the whole lower leg, the knee
+    # at the top edge) or "distal_leg" (the shafts and the ankle, no knee on the film).
+    framing: str = "knee"
     # The collimator is rarely square to the detector: its shutters are turned by a few degrees about the
     # field's centre (0 = aligned, as on some films), and some films have a corner cut off at an angle
     # (``collimation_corner``: 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right, -1 none; the cut's
@@ -301,9 +307,15 @@ def image_spec(index: int, config: SynthConfig) -> ImageSpec:
     if long_rng.random() < config.long_film_fraction:
         need_long_mm = max(need_long_mm, float(long_rng.uniform(240.0, 400.0)))
     aspect = float(rng.uniform(0.72, 0.85))
+    leg = None
+    if view == "AP" and not bilateral:
+        leg = leg_framing(_rng(config, index, 47), config.leg_film_fraction, knee.bone_scale)
     if bilateral:
         spacing = max(spacing, 400.0 / config.image_px)
         rows, columns = round(config.image_px * aspect), config.image_px
+    elif leg is not None:
+        spacing = max(spacing, leg.field_mm * MAX_MAGNIFICATION / config.image_px)
+        rows, columns = config.image_px, round(config.image_px * leg.aspect)
     else:
         spacing = max(spacing, need_long_mm / config.image_px)
         rows, columns = config.image_px, round(config.image_px * aspect)
@@ -323,7 +335,7 @@ def image_spec(index: int, config: SynthConfig) -> ImageSpec:
         tilt_deg=float(rng.normal(0.0, 2.0)),
         flexion_deg=flexion,
         spacing_mm=round(spacing, 4),
-        magnification=float(rng.uniform(1.05, 1.2)),
+        magnification=float(rng.uniform(1.05, MAX_MAGNIFICATION)),
         rows=int(rows),
         columns=int(columns),
         monochrome1=bool(rng.random() < config.monochrome1_fraction),
@@ -340,9 +352,13 @@ def image_spec(index: int, config: SynthConfig) -> ImageSpec:
         marker=marker,
         marker_corner=int(rng.integers(0, 4)),
         calibration=calibration,
-        center_shift_mm=(float(rng.normal(0, 8)), float(rng.normal(0, 8))),
+        center_shift_mm=(
+            float(rng.normal(0, 8)) - (leg.center_below_knee_mm if leg is not None else 0.0),
+            float(rng.normal(0, 8)),
+        ),
         texture_seed=int(rng.integers(0, 2**31 - 1)),
         knees=knees,
+        framing="knee" if leg is None else ("tibia" if leg.shows_knee else "distal_leg"),
         **_appearance(_rng(config, index, 31)),
         **_beam_alignment(_rng(config, index, 37), knee.category),
         **_shutters(_rng(config, index, 43)),
