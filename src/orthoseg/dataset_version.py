@@ -16,11 +16,11 @@ import hashlib
 import io
 import json
 import logging
-import math
 from typing import Any
 
 import pandas as pd
 
+from orthoseg.json_values import json_scalar
 from orthoseg.parquet import frame_from_parquet_bytes
 from orthoseg.storage import ObjectStore, StoreError, join_key
 
@@ -110,16 +110,6 @@ def split_for(pseudonym: str, fractions: tuple[float, float, float]) -> str:
     return "test"
 
 
-def _canonical(value: Any) -> Any:
-    if value is None:
-        return None
-    if hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
-
-
 def normalise_manifest(frame: pd.DataFrame) -> pd.DataFrame:
     """Contract column order and dtypes, rows sorted by SOPInstanceUID (so equal content is equal bytes)."""
     frame = frame.copy()
@@ -142,7 +132,7 @@ def normalise_manifest(frame: pd.DataFrame) -> pd.DataFrame:
 def compute_version(frame: pd.DataFrame) -> str:
     """Content hash of a manifest whose new keys still carry ``{version}``."""
     records = [
-        {column: _canonical(value) for column, value in zip(MANIFEST_COLUMNS, row, strict=True)}
+        {column: json_scalar(value) for column, value in zip(MANIFEST_COLUMNS, row, strict=True)}
         for row in normalise_manifest(frame).itertuples(index=False, name=None)
     ]
     canonical = json.dumps(records, sort_keys=True, separators=(",", ":"), ensure_ascii=True)

@@ -10,16 +10,15 @@ measured row against ``MeasurementRow`` before writing its marker.
 from __future__ import annotations
 
 import logging
-import math
 import typing
 from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.json_schema import JsonDict
 
 from orthoseg.inference_source import key_digest
+from orthoseg.json_values import json_scalar
 from orthoseg.labels import STRUCTURE_NAMES
 from orthoseg.measure import ImageMeasurements
 
@@ -170,22 +169,13 @@ def measurements_schema() -> pa.Schema:
 # ----------------------------------------------------------------------------- filling a row
 
 
-def clean_value(value: Any) -> Any:
-    """JSON-safe scalars (no NaN, no numpy types)."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def validated_row(row: dict[str, Any]) -> dict[str, Any]:
     """``row`` checked against ``MeasurementRow`` and converted to its column types (only the keys it has).
 
     Raises:
         pydantic.ValidationError: for an unknown column or a value of the wrong type.
     """
-    checked = MeasurementRow.model_validate({k: clean_value(v) for k, v in row.items()})
+    checked = MeasurementRow.model_validate({k: json_scalar(v) for k, v in row.items()})
     return checked.model_dump(exclude_unset=True)
 
 

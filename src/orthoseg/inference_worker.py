@@ -16,7 +16,6 @@ from orthoseg.inference_analysis import analyze_radiographs, decode_radiograph
 from orthoseg.inference_config import InferenceConfig
 from orthoseg.inference_row import (
     base_row,
-    clean_value,
     measured_columns,
     radiograph_columns,
     record_confidence,
@@ -24,6 +23,7 @@ from orthoseg.inference_row import (
     validated_row,
 )
 from orthoseg.inference_writer import ResultWriter
+from orthoseg.json_values import json_scalar
 from orthoseg.storage import ObjectStore, open_store, store_from_settings
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 
 def _row_json(row: dict[str, Any]) -> str:
-    return json.dumps({k: clean_value(v) for k, v in row.items()}, sort_keys=True)
+    return json.dumps({k: json_scalar(v) for k, v in row.items()}, sort_keys=True)
 
 
 class InferenceWorker:

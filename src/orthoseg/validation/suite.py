@@ -9,13 +9,13 @@ so an unreadable file is refused for being unreadable, not for twenty missing at
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
 
+from orthoseg.json_values import json_scalar
 from orthoseg.validation_config import ValidationConfig
 
 logger = logging.getLogger(__name__)
@@ -379,18 +379,6 @@ def _femur_check(config: ValidationConfig, severity: Severity) -> Check:
     )
 
 
-def _plain(value: Any) -> Any:
-    """JSON-safe Python value (numpy scalars, whole floats back to int, NaN to None)."""
-    if hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float):
-        if math.isnan(value):
-            return None
-        if value.is_integer():
-            return int(value)
-    return value
-
-
 def _expected(check: Check) -> Any:
     if "value_set" in check.kwargs:
         return list(check.kwargs["value_set"])
@@ -512,25 +500,34 @@ def run_suite(
                 "message": check.message,
                 "expected": _expected(check),
                 "success": bool(result.success),
-                "element_count": _plain(result.result.get("element_count", 0)),
-                "unexpected_count": _plain(result.result.get("unexpected_count", 0)),
+                "element_count": json_scalar(result.result.get("element_count", 0), whole_float_as_int=True),
+                "unexpected_count": json_scalar(
+                    result.result.get("unexpected_count", 0), whole_float_as_int=True
+                ),
             }
         )
         for entry in flagged:
             key = str(entry["file_key"])
             detail = ""
             if check.detail_column is not None:
-                detail = _plain(details.at[key, check.detail_column]) if key in details.index else ""
+                detail = (
+                    json_scalar(details.at[key, check.detail_column], whole_float_as_int=True)
+                    if key in details.index
+                    else ""
+                )
             facts = {}
             if key in details.index:
-                facts = {column: _plain(details.at[key, column]) for column in check.facts_columns}
+                facts = {
+                    column: json_scalar(details.at[key, column], whole_float_as_int=True)
+                    for column in check.facts_columns
+                }
             outcome.findings.setdefault(key, []).append(
                 Finding(
                     kind=check.kind,
                     severity=check.severity,
                     expectation=configuration.type,
                     column=check.column,
-                    observed=_plain(entry.get(check.column)),
+                    observed=json_scalar(entry.get(check.column), whole_float_as_int=True),
                     expected=_expected(check),
                     message=check.message,
                     detail="" if detail is None else str(detail),
