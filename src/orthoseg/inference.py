@@ -47,7 +47,6 @@ from orthoseg.inference_source import (
     load_model,
     model_files,
     resolve_source,
-    select_image_keys,
     validated_batch_source,
 )
 from orthoseg.inference_worker import InferenceWorker
@@ -73,7 +72,6 @@ __all__ = [
     "resolve_source",
     "row_key",
     "run_inference",
-    "select_image_keys",
     "validated_batch_source",
 ]
 

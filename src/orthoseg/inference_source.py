@@ -4,20 +4,17 @@ and the run id that makes a re-run resume."""
 from __future__ import annotations
 
 import hashlib
-import posixpath
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orthoseg.batch_layout import radiograph_keys
 from orthoseg.storage import LocalStore, ObjectStore, local_path, open_store, store_from_settings
 
 if TYPE_CHECKING:
     from orthoseg.model_package import SegmentationModel
     from orthoseg.settings import Settings
-
-# File names that are never radiographs (reports, ground truth, masks exported as images, sidecars).
-_NOT_IMAGE_SUFFIXES = (".json", ".png", ".jpg", ".jpeg", ".parquet", ".html", ".txt", ".md", ".csv", ".npz")
 
 
 class InferenceError(ValueError):
@@ -41,26 +38,6 @@ class InferenceSource:
     keys: tuple[str, ...]
     canonical: str
     sizes_bytes: dict[str, int] = field(default_factory=dict, compare=False)
-
-
-def select_image_keys(keys: list[str], prefix: str = "") -> list[str]:
-    """The keys that may be radiographs: a batch folder's ``images/`` when it has one, never sidecars.
-
-    Hidden files and known non-image suffixes (JSON, PNG, reports) are left out; anything else is tried
-    and, if it is not a usable radiograph, reported as failed with the reason.
-    """
-    base = prefix.strip("/")
-
-    def relative(key: str) -> str:
-        return key[len(base) + 1 :] if base and key.startswith(base + "/") else key
-
-    candidates = [
-        k
-        for k in keys
-        if not posixpath.basename(k).startswith(".") and not k.lower().endswith(_NOT_IMAGE_SUFFIXES)
-    ]
-    in_images = [k for k in candidates if relative(k).startswith("images/")]
-    return sorted(in_images or candidates)
 
 
 def resolve_source(settings: Settings, source: str) -> InferenceSource:
@@ -132,7 +109,7 @@ def validated_batch_source(validation: dict[str, Any]) -> str:
 def _listed(store: ObjectStore, prefix: str = "") -> tuple[tuple[str, ...], dict[str, int]]:
     """Radiograph keys under ``prefix`` and their sizes (links report size 0 and fail when read)."""
     infos = {info.key: info for info in store.list_info(prefix)}
-    keys = tuple(select_image_keys(list(infos), prefix))
+    keys = tuple(radiograph_keys(list(infos), prefix))
     return keys, {k: infos[k].size_bytes for k in keys if not infos[k].is_link}
 
 

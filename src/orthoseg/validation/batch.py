@@ -33,6 +33,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from orthoseg import dataset_version as ds
+from orthoseg.batch_layout import not_radiograph_reason
 from orthoseg.labels import LABEL_CONTRACT_VERSION
 from orthoseg.progress import ProgressCallback
 from orthoseg.settings import Settings
@@ -225,6 +226,10 @@ def _pair(
             "labels/<SOPInstanceUID>/<structure>.png or truth/<SOPInstanceUID>.json"
         )
         items.append(orphan)
+    for file in inventory.others:
+        other = empty_row(file.key, item_kind="not_radiograph")
+        other["orphan_detail"] = not_radiograph_reason(file.key)
+        items.append(other)
     return items, companions
 
 

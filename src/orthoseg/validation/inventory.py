@@ -6,15 +6,11 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal
 
+from orthoseg.batch_layout import FileRole, file_role
 from orthoseg.storage import ObjectInfo, ObjectStore
 
 logger = logging.getLogger(__name__)
-
-Role = Literal["image", "label", "truth"]
-LABELS_DIR = "labels"
-TRUTH_DIR = "truth"
 
 
 @dataclass(frozen=True)
@@ -25,7 +21,7 @@ class InputFile:
         key: key relative to the batch source ('/'-separated); also its path under ``quarantine/<batch>/``.
         size_bytes: listed size (0 for links, which are never followed).
         is_link: a symbolic link in a local folder.
-        role: 'image' for everything outside ``labels/`` and ``truth/``.
+        role: ``batch_layout.file_role``: 'image' (a radiograph candidate), 'label', 'truth' or 'other'.
         uid: for labels and truth, the SOPInstanceUID their path names ('' when the path names none).
         label_format: 'seg' for ``labels/<uid>.dcm``, 'png' for ``labels/<uid>/<structure>.png``, else ''.
     """
@@ -33,7 +29,7 @@ class InputFile:
     key: str
     size_bytes: int
     is_link: bool
-    role: Role
+    role: FileRole
     uid: str = ""
     label_format: str = ""
 
@@ -48,6 +44,7 @@ class Inventory:
         labels_by_uid: label files by the SOPInstanceUID in their path.
         truth_by_uid: truth JSON files by the SOPInstanceUID in their path.
         unpaired: label or truth files whose path names no image (orphans whatever the images say).
+        others: files that are no radiograph by their name (hidden files, reports, pictures, notes).
     """
 
     files: list[InputFile]
@@ -55,6 +52,7 @@ class Inventory:
     labels_by_uid: dict[str, list[InputFile]] = field(default_factory=dict)
     truth_by_uid: dict[str, list[InputFile]] = field(default_factory=dict)
     unpaired: list[InputFile] = field(default_factory=list)
+    others: list[InputFile] = field(default_factory=list)
 
 
 def check_source(source: ObjectStore, store: ObjectStore) -> None:
@@ -72,18 +70,18 @@ def check_source(source: ObjectStore, store: ObjectStore) -> None:
 def classify(key: str, size_bytes: int, is_link: bool) -> InputFile:
     """Give a listed key its role and the SOPInstanceUID its path names."""
     parts = key.split("/")
-    top = parts[0]
-    if top == LABELS_DIR and len(parts) >= 2:
+    role = file_role(key)
+    if role == "label":
         if len(parts) == 2 and parts[1].lower().endswith(".dcm"):
             return InputFile(key, size_bytes, is_link, "label", parts[1][: -len(".dcm")], "seg")
         if len(parts) >= 3:
             return InputFile(key, size_bytes, is_link, "label", parts[1], "png")
         return InputFile(key, size_bytes, is_link, "label")
-    if top == TRUTH_DIR and len(parts) >= 2:
+    if role == "truth":
         if len(parts) == 2 and parts[1].lower().endswith(".json"):
             return InputFile(key, size_bytes, is_link, "truth", parts[1][: -len(".json")])
         return InputFile(key, size_bytes, is_link, "truth")
-    return InputFile(key, size_bytes, is_link, "image")
+    return InputFile(key, size_bytes, is_link, role)
 
 
 def take_inventory(store: ObjectStore) -> Inventory:
@@ -100,6 +98,8 @@ def take_inventory(store: ObjectStore) -> Inventory:
     for item in listed:
         if item.role == "image":
             inventory.images.append(item)
+        elif item.role == "other":
+            inventory.others.append(item)
         elif not item.uid:
             inventory.unpaired.append(item)
         elif item.role == "label":

@@ -149,8 +149,15 @@ def build_checks(
         _in_set(
             "orphan",
             "item_kind",
-            ["image"],
+            ["image", "not_radiograph"],
             "a label or truth file must belong to an image of the batch",
+            detail_column="orphan_detail",
+        ),
+        _in_set(
+            "not_radiograph",
+            "item_kind",
+            ["image", "orphan_label", "orphan_truth"],
+            "only radiographs (DICOM), labels/ and truth/ belong in a batch",
             detail_column="orphan_detail",
         ),
         _in_set("link", "is_link", [False], "symbolic links are not followed"),

@@ -73,7 +73,9 @@ def _hostile_corpus(root: Path) -> dict[str, tuple[str, str | None]]:
     )
     put("images/zero.dcm", b"", "quarantined", "empty_file")
     put("images/random.dcm", np.random.default_rng(0).bytes(4096), "quarantined", "unreadable")
-    put("images/notes.txt", b"radiology notes, not an image\n", "quarantined", "unreadable")
+    put("images/notes.txt", b"radiology notes, not an image\n", "quarantined", "not_radiograph")
+    put("images/.DS_Store", b"\x00\x00\x00\x01Bud1", "quarantined", "not_radiograph")
+    put("images/IM0001", dicom_bytes(dx_dataset(61)), "accepted", None)  # DICOM without a suffix
     full = dicom_bytes(dx_dataset(6))
     put("images/truncated_header.dcm", full[:300], "quarantined", "unreadable")
     put("images/truncated_pixels.dcm", full[: len(full) * 2 // 3], "quarantined", "pixels_undecodable")
@@ -232,7 +234,7 @@ def test_accepted_files_form_an_inference_dataset(hostile_run: dict[str, Any]) -
     assert latest_dataset_version(store, "inference") == summary.dataset_version
     assert latest_dataset_version(store, "training") is None
     manifest = load_manifest(store, summary.dataset_version)
-    assert len(manifest) == summary.images_accepted == 6
+    assert len(manifest) == summary.images_accepted == 7
     labelled = manifest.set_index("sop_instance_uid").loc[uid_for(20)]
     assert labelled["label_key"] == f"datasets/{summary.dataset_version}/labels/{uid_for(20)}.dcm"
     assert store.exists(labelled["truth_key"]) and store.exists(labelled["image_key"])

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from orthoseg.batch_layout import radiograph_keys
 from orthoseg.dataset_version import compute_version, resolve_keys, split_for
 from orthoseg.settings import Settings
 from orthoseg.storage import LocalStore
@@ -55,7 +56,27 @@ def test_paths_pair_labels_and_truth_with_images() -> None:
     assert classify("labels/readme.txt", 10, False).uid == ""
     assert classify("truth/1.2.3.json", 10, False).role == "truth"
     assert classify("images/a/b.dcm", 10, False).role == "image"
-    assert classify("broken.json", 10, False).role == "image"  # anything else must be an image
+    assert classify("images/IM0001", 10, False).role == "image"  # archives hold DICOM without a suffix
+    assert classify("broken.json", 10, False).role == "other"
+    assert classify("images/.DS_Store", 10, False).role == "other"
+
+
+def test_one_rule_says_which_files_are_radiographs() -> None:
+    keys = [
+        "b/images/1.dcm",
+        "b/images/IM0002",
+        "b/images/.DS_Store",
+        "b/images/snapshot.png",
+        "b/labels/1.dcm",
+        "b/truth/1.json",
+        "b/README.txt",
+    ]
+    assert radiograph_keys(keys, "b") == ["b/images/1.dcm", "b/images/IM0002"]
+    # A folder without images/ (an archive): every radiograph candidate, labels and truth still left out.
+    flat = ["a/1.dcm", "a/2", "a/labels/1.dcm", "a/report.html", "a/sub/3.dcm"]
+    assert radiograph_keys(flat, "a") == ["a/1.dcm", "a/2", "a/sub/3.dcm"]
+    # Validation and inference agree: what inference reads is what validation judges as an image.
+    assert [k for k in keys if classify(k[2:], 1, False).role == "image"] == radiograph_keys(keys, "b")
 
 
 def test_phi_policy_names_attributes_only() -> None:
