@@ -8,49 +8,32 @@ puts an identifying value into a row: PHI is recorded by attribute name, the pat
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
-import hmac
-import io
-import json
 import logging
 import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from orthoseg.labels import BY_NAME, NUM_STRUCTURES, STRUCTURE_NAMES
 from orthoseg.radiograph import RadiographError, decode_pixels, pixel_spacing_with_source
 from orthoseg.storage import DEFAULT_S3_MAX_ATTEMPTS, ObjectStore, StoreError
+from orthoseg.validation.dicom_access import (
+    int_value,
+    parse_header,
+    read_bounded,
+    size_problem,
+    text_value,
+)
 from orthoseg.validation.inventory import InputFile
+from orthoseg.validation.label_reader import fill_labels, fill_truth
+from orthoseg.validation.phi import phi_fields, pseudonymize
 from orthoseg.validation_config import ValidationConfig
 
 logger = logging.getLogger(__name__)
 
-# Identifiers a de-identified export may keep as pseudonyms when it declares PatientIdentityRemoved=YES.
-PSEUDONYMISABLE_IDENTIFIERS = ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber")
-# Identifiers no de-identification profile keeps (PS3.15 basic profile: removed); PHI whatever is declared.
-ALWAYS_PHI = (
-    "OtherPatientIDs",
-    "OtherPatientIDsSequence",
-    "OtherPatientNames",
-    "PatientAddress",
-    "PatientTelephoneNumbers",
-    "PatientTelecomInformation",
-    "PatientMotherBirthName",
-    "PatientBirthName",
-    "MedicalRecordLocator",
-    "ResponsiblePerson",
-    "MilitaryRank",
-    "BranchOfService",
-    "RegionOfResidence",
-)
-# (7FE0,0010) Pixel Data as it starts an element, little and big endian.
-_PIXEL_TAGS = (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10")
 # Statistics are taken on a strided sample of about this many pixels (exact enough, fast on big films).
 _STATS_SAMPLE_PX = 250_000
 
@@ -203,139 +186,30 @@ def supported_transfer_syntaxes() -> tuple[str, ...]:
     return tuple(supported)
 
 
-def pseudonymize(patient_id: str, salt: str) -> str:
-    """Salted hash (HMAC-SHA256) of a PatientID: stable for a salt, not reversible without it (16 hex)."""
-    return hmac.new(salt.encode(), patient_id.strip().encode(), hashlib.sha256).hexdigest()[:16]
-
-
-def _text(dataset: Any, keyword: str) -> str:
-    try:
-        value = getattr(dataset, keyword, None)
-    except Exception:  # broken values raise on conversion
-        return ""
-    if value is None:
-        return ""
-    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
-        return "\\".join(str(v) for v in value).strip().upper()
-    return str(value).strip().upper()
-
-
-def _int(dataset: Any, keyword: str, default: int) -> int:
-    try:
-        value = getattr(dataset, keyword, None)
-        return default if value is None or value == "" else int(value)
-    except Exception:
-        return 0
-
-
-@functools.cache
-def _tag(keyword: str) -> int:
-    from pydicom.datadict import tag_for_keyword
-
-    tag = tag_for_keyword(keyword)
-    if tag is None:
-        raise KeyError(f"not a DICOM keyword: {keyword}")
-    return int(tag)
-
-
-def _has_value(dataset: Any, keyword: str) -> bool:
-    """Whether the attribute is present with a non-empty value (raw bytes looked at, nothing converted)."""
-    try:
-        element = dataset.get_item(_tag(keyword))
-    except Exception:
-        return True  # present but unparseable: treat as present
-    if element is None:
-        return False
-    value = element.value
-    if value is None:
-        return False
-    if isinstance(value, bytes):
-        return bool(value.strip(b"\x00 "))
-    if isinstance(value, str):
-        return bool(value.strip("\x00 "))
-    try:
-        return len(value) > 0
-    except TypeError:
-        return True
-
-
-def phi_fields(dataset: Any) -> list[str]:
-    """Names (never values) of identifying attributes the file carries.
-
-    A file that declares de-identification (PatientIdentityRemoved YES, DICOM PS3.15) may keep
-    pseudonymous PatientName/PatientID/PatientBirthDate/AccessionNumber; without that declaration any
-    non-empty value of these is PHI. ``ALWAYS_PHI`` attributes count whatever the file declares.
-    """
-    declared = _text(dataset, "PatientIdentityRemoved") == "YES"
-    names = [] if declared else [k for k in PSEUDONYMISABLE_IDENTIFIERS if _has_value(dataset, k)]
-    return names + [k for k in ALWAYS_PHI if _has_value(dataset, k)]
-
-
-def _size_problem(file: InputFile, limit: int) -> str:
-    if file.is_link:
-        return "is a symbolic link (links are not followed)"
-    if file.size_bytes <= 0:
-        return "is empty (0 bytes)"
-    if file.size_bytes > limit:
-        return f"is {file.size_bytes} bytes, over the {limit}-byte limit"
-    return ""
-
-
-def _read_bounded(store: ObjectStore, key: str, limit: int) -> bytes:
-    """Read at most ``limit + 1`` bytes, so an object that grew past the listing is still caught."""
-    return store.get_bytes(key, max_bytes=limit + 1)
-
-
-def _parse_header(data: bytes, whole_file: bool) -> tuple[Any, bool]:
-    """Parse a DICOM file; returns (dataset, has_pixel_data).
-
-    With ``whole_file`` the file is parsed to its end (pixel data included, as bytes, not decoded) and
-    ``has_pixel_data`` is exact. Otherwise parsing stops before the pixel data and ``has_pixel_data`` is
-    True only when the pixel data tag is seen next (little or big endian); False means "not seen", e.g. a
-    header longer than the bytes given, or a deflated file.
-    """
-    import pydicom
-
-    if len(data) < 132:
-        raise RadiographError(f"too short to be a DICOM file ({len(data)} bytes)")
-    if data[128:132] != b"DICM":
-        raise RadiographError("not a DICOM Part 10 file (no 'DICM' marker after the 128-byte preamble)")
-    buffer = io.BytesIO(data)
-    try:
-        dataset = pydicom.dcmread(buffer, stop_before_pixels=not whole_file)
-    except Exception as error:
-        raise RadiographError(f"unreadable DICOM header: {type(error).__name__}: {error}") from None
-    if whole_file:
-        pixel_keywords = [k for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData") if k in dataset]
-        for keyword in pixel_keywords:
-            delattr(dataset, keyword)  # the header is what is kept; pixels are decoded from the bytes
-        return dataset, bool(pixel_keywords)
-    position = buffer.tell()
-    return dataset, data[position : position + 4] in _PIXEL_TAGS
-
-
 def _fill_header(row: dict[str, Any], dataset: Any, ctx: ReaderContext) -> None:
     from pydicom.uid import UID
 
     meta = getattr(dataset, "file_meta", None)
-    sop_class = _text(dataset, "SOPClassUID") or (_text(meta, "MediaStorageSOPClassUID") if meta else "")
+    sop_class = text_value(dataset, "SOPClassUID") or (
+        text_value(meta, "MediaStorageSOPClassUID") if meta else ""
+    )
     row["sop_class_uid"] = sop_class
     try:
         row["sop_class_name"] = UID(sop_class).name if sop_class else "no SOPClassUID"
     except Exception:
         row["sop_class_name"] = sop_class
-    row["modality"] = _text(dataset, "Modality")
-    row["body_part"] = _text(dataset, "BodyPartExamined")
-    row["view_position"] = _text(dataset, "ViewPosition")
-    row["laterality"] = _text(dataset, "ImageLaterality") or _text(dataset, "Laterality")
-    rows, columns = _int(dataset, "Rows", 0), _int(dataset, "Columns", 0)
-    frames, samples = _int(dataset, "NumberOfFrames", 1), _int(dataset, "SamplesPerPixel", 1)
+    row["modality"] = text_value(dataset, "Modality")
+    row["body_part"] = text_value(dataset, "BodyPartExamined")
+    row["view_position"] = text_value(dataset, "ViewPosition")
+    row["laterality"] = text_value(dataset, "ImageLaterality") or text_value(dataset, "Laterality")
+    rows, columns = int_value(dataset, "Rows", 0), int_value(dataset, "Columns", 0)
+    frames, samples = int_value(dataset, "NumberOfFrames", 1), int_value(dataset, "SamplesPerPixel", 1)
     row.update(rows=rows, columns=columns, number_of_frames=frames, samples_per_pixel=samples)
     row["pixel_count"] = max(rows, 0) * max(columns, 0) * max(frames, 1) * max(samples, 1)
-    row["bits_allocated"] = _int(dataset, "BitsAllocated", 0)
-    row["bits_stored"] = _int(dataset, "BitsStored", 0)
-    row["photometric_interpretation"] = _text(dataset, "PhotometricInterpretation")
-    syntax = _text(meta, "TransferSyntaxUID") if meta is not None else ""
+    row["bits_allocated"] = int_value(dataset, "BitsAllocated", 0)
+    row["bits_stored"] = int_value(dataset, "BitsStored", 0)
+    row["photometric_interpretation"] = text_value(dataset, "PhotometricInterpretation")
+    syntax = text_value(meta, "TransferSyntaxUID") if meta is not None else ""
     row["transfer_syntax"] = syntax
     try:
         row["transfer_syntax_name"] = UID(syntax).name if syntax else "no TransferSyntaxUID"
@@ -399,10 +273,10 @@ def _pixel_statistics(dataset: Any, stored: np.ndarray) -> tuple[float, float]:
     """(1st-99th percentile range as a fraction of full scale, largest share pinned at either end)."""
     step = max(1, int(np.sqrt(stored.size / _STATS_SAMPLE_PX)))
     sample = np.asarray(stored[::step, ::step])
-    bits = _int(dataset, "BitsStored", 0)
+    bits = int_value(dataset, "BitsStored", 0)
     if not 1 <= bits <= 32:
         bits = sample.dtype.itemsize * 8
-    if _int(dataset, "PixelRepresentation", 0) == 1:
+    if int_value(dataset, "PixelRepresentation", 0) == 1:
         low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
     else:
         low, high = 0, 2**bits - 1
@@ -434,7 +308,7 @@ def read_image(store: ObjectStore, file: InputFile, ctx: ReaderContext) -> dict[
     if file.is_link:
         return row
     row["size_bytes"] = file.size_bytes
-    if _size_problem(file, config.max_file_bytes):
+    if size_problem(file, config.max_file_bytes):
         return row
     with quiet_dicom():
         try:
@@ -455,7 +329,7 @@ def _read_image_contents(
         if ctx.header_only:
             data = store.get_bytes(file.key, max_bytes=min(config.header_prefix_bytes, config.max_file_bytes))
         else:
-            data = _read_bounded(store, file.key, config.max_file_bytes)
+            data = read_bounded(store, file.key, config.max_file_bytes)
     except StoreError as error:
         row["readable"], row["read_error"] = False, str(error)
         return
@@ -463,12 +337,12 @@ def _read_image_contents(
         row["size_bytes"] = len(data)  # grew since listing: refused by size
         return
     try:
-        dataset, reached = _parse_header(data, whole_file=not ctx.header_only)
+        dataset, reached = parse_header(data, whole_file=not ctx.header_only)
         if ctx.header_only and not reached:
             # Not conclusive from the prefix (long header, deflated, no pixels): parse the whole file once.
             if len(data) < file.size_bytes:
-                data = _read_bounded(store, file.key, config.max_file_bytes)
-            dataset, reached = _parse_header(data, whole_file=True)
+                data = read_bounded(store, file.key, config.max_file_bytes)
+            dataset, reached = parse_header(data, whole_file=True)
     except (RadiographError, StoreError) as error:
         row["readable"], row["read_error"] = False, str(error)
         return
@@ -495,175 +369,6 @@ def _read_image_contents(
     if ctx.header_only:
         return
     if label_files and row["rows"] is not None:
-        _fill_labels(row, store, label_files, dataset, ctx)
+        fill_labels(row, store, label_files, dataset, ctx)
     if truth_files:
-        _fill_truth(row, store, truth_files[0], uid, config)
-
-
-def _fill_truth(
-    row: dict[str, Any], store: ObjectStore, file: InputFile, uid: str, cfg: ValidationConfig
-) -> None:
-    problem = _size_problem(file, cfg.max_truth_bytes)
-    if problem:
-        row["truth_valid"], row["truth_error"] = False, f"{file.key} {problem}"
-        return
-    try:
-        data = _read_bounded(store, file.key, cfg.max_truth_bytes)
-        content = json.loads(data.decode("utf-8"))
-    except (StoreError, UnicodeDecodeError, ValueError, RecursionError) as error:
-        row["truth_valid"], row["truth_error"] = False, f"{file.key}: not valid JSON ({type(error).__name__})"
-        return
-    if not isinstance(content, dict):
-        row["truth_valid"], row["truth_error"] = False, f"{file.key}: not a JSON object"
-        return
-    named = content.get("sop_instance_uid")
-    if named is not None and str(named) != uid:
-        row["truth_valid"], row["truth_error"] = False, f"{file.key} names another image ({named})"
-        return
-    row["truth_valid"], row["truth_error"] = True, ""
-    row["truth_sha256"] = hashlib.sha256(data).hexdigest()
-
-
-def _fill_labels(
-    row: dict[str, Any], store: ObjectStore, files: list[InputFile], header: Any, ctx: ReaderContext
-) -> None:
-    formats = {f.label_format for f in files}
-    row["label_format"] = "+".join(sorted(formats))
-    if len(formats) > 1:
-        row["label_readable"] = False
-        row["label_error"] = "both a SEG and PNG masks are given for this image; keep one"
-        return
-    try:
-        if formats == {"seg"}:
-            _fill_seg_label(row, store, files[0], ctx)
-        else:
-            _fill_png_labels(row, store, files, header, ctx)
-    except MemoryError:
-        row["label_readable"], row["label_error"] = False, "reading the label ran out of memory"
-    except Exception as error:  # a row, never a crash
-        row["label_readable"] = False
-        row["label_error"] = f"label could not be read: {type(error).__name__}: {error}"
-
-
-def _fill_seg_label(row: dict[str, Any], store: ObjectStore, file: InputFile, ctx: ReaderContext) -> None:
-    from orthoseg.radiograph import check_pixel_bounds
-    from orthoseg.seg_io import SegmentationError, read_seg_masks
-
-    config = ctx.config
-    problem = _size_problem(file, config.max_file_bytes)
-    if problem:
-        row["label_readable"], row["label_error"] = False, f"{file.key} {problem}"
-        return
-    data = _read_bounded(store, file.key, config.max_file_bytes)
-    try:
-        header, _ = _parse_header(data, whole_file=False)
-    except RadiographError as error:
-        row["label_readable"], row["label_error"] = False, f"{file.key}: {error}"
-        return
-    if _text(header, "Modality") != "SEG":
-        row["label_readable"] = False
-        row["label_error"] = f"{file.key} is not a DICOM SEG (Modality={_text(header, 'Modality')!r})"
-        return
-    row["label_source_sha256"] = hashlib.sha256(data).hexdigest()
-    row["label_binary"] = _text(header, "SegmentationType") == "BINARY"
-    labels = [str(getattr(item, "SegmentLabel", "")) for item in getattr(header, "SegmentSequence", [])]
-    unknown = sorted({label for label in labels if label not in BY_NAME})
-    row["label_unknown_structures"] = ",".join(unknown)
-    row["label_shape"] = f"{_int(header, 'Rows', 0)}x{_int(header, 'Columns', 0)}"
-    if unknown:
-        row["label_readable"], row["label_error"] = True, ""
-        return
-    try:
-        check_pixel_bounds(header, config.max_pixels * NUM_STRUCTURES)
-        masks, referenced = read_seg_masks(data)
-    except (RadiographError, SegmentationError) as error:
-        row["label_readable"], row["label_error"] = False, f"{file.key}: {error}"
-        return
-    row["label_readable"], row["label_error"] = True, ""
-    row["label_references_image"] = referenced == row["sop_instance_uid"]
-    _fill_mask_facts(row, masks)
-
-
-def _fill_mask_facts(row: dict[str, Any], masks: np.ndarray) -> None:
-    row["label_shape"] = f"{masks.shape[1]}x{masks.shape[2]}"
-    row["label_shape_matches"] = tuple(masks.shape[1:]) == (row["rows"], row["columns"])
-    row["label_has_femur"] = bool(masks[BY_NAME["femur"].channel].any())
-    row["label_has_tibia"] = bool(masks[BY_NAME["tibia"].channel].any())
-
-
-def _fill_png_labels(
-    row: dict[str, Any], store: ObjectStore, files: list[InputFile], header: Any, ctx: ReaderContext
-) -> None:
-    from PIL import Image
-
-    config = ctx.config
-    rows, columns = row["rows"], row["columns"]
-    unknown: list[str] = []
-    digests: list[str] = []
-    masks = np.zeros((NUM_STRUCTURES, max(rows, 1), max(columns, 1)), dtype=bool)
-    binary, shape_matches, shapes = True, True, []
-    for file in sorted(files, key=lambda f: f.key):
-        name = file.key.split("/", 2)[2]
-        stem = name[: -len(".png")] if name.lower().endswith(".png") else ""
-        if "/" in name or stem not in STRUCTURE_NAMES:
-            unknown.append(name)
-            continue
-        problem = _size_problem(file, config.max_file_bytes)
-        if problem:
-            row["label_readable"], row["label_error"] = False, f"{file.key} {problem}"
-            return
-        data = _read_bounded(store, file.key, config.max_file_bytes)
-        digests.append(f"{name}:{hashlib.sha256(data).hexdigest()}")
-        try:
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > config.max_pixels:
-                raise ValueError(f"declares {width}x{height} pixels, over the limit")
-            image.load()
-        except Exception as error:
-            row["label_readable"] = False
-            row["label_error"] = f"{file.key}: not a readable PNG ({type(error).__name__}: {error})"
-            return
-        if image.format != "PNG":
-            row["label_readable"], row["label_error"] = False, f"{file.key}: a {image.format} file, not PNG"
-            return
-        array = np.asarray(image)
-        shapes.append(f"{height}x{width}")
-        if (height, width) != (rows, columns):
-            shape_matches = False
-            continue
-        values = np.unique(array) if array.ndim == 2 else np.array([])
-        if array.ndim != 2 or len(values) > 2 or (len(values) == 2 and values[0] != 0):
-            binary = False
-            continue
-        masks[BY_NAME[stem].channel] = array > 0
-    row["label_readable"], row["label_error"] = True, ""
-    row["label_unknown_structures"] = ",".join(unknown)
-    row["label_source_sha256"] = hashlib.sha256("\n".join(digests).encode()).hexdigest()
-    row["label_binary"] = binary
-    row["label_references_image"] = True  # PNG masks are paired by their folder name alone
-    mismatched = [s for s in shapes if s != f"{rows}x{columns}"]
-    row["label_shape"] = mismatched[0] if mismatched else f"{rows}x{columns}"
-    row["label_shape_matches"] = shape_matches
-    if not shape_matches or not binary or unknown:
-        return
-    row["label_has_femur"] = bool(masks[BY_NAME["femur"].channel].any())
-    row["label_has_tibia"] = bool(masks[BY_NAME["tibia"].channel].any())
-    if ctx.staging_dir is not None:
-        _stage_png_as_seg(row, header, masks, Path(ctx.staging_dir))
-
-
-def _stage_png_as_seg(row: dict[str, Any], header: Any, masks: np.ndarray, staging_dir: Path) -> None:
-    """Convert accepted-to-be PNG masks to SEG now, so a conversion failure is a reason, not a crash later."""
-    from orthoseg.seg_io import build_seg, seg_to_bytes
-
-    try:
-        seg_bytes = seg_to_bytes(build_seg(header, masks, automatic=False))
-    except Exception as error:
-        row["label_readable"] = False
-        row["label_error"] = f"PNG masks could not be converted to DICOM SEG: {type(error).__name__}: {error}"
-        return
-    staging_dir.mkdir(parents=True, exist_ok=True)
-    target = staging_dir / f"{hashlib.sha256(row['file_key'].encode()).hexdigest()[:24]}.dcm"
-    target.write_bytes(seg_bytes)
-    row["label_staged_path"] = str(target)
+        fill_truth(row, store, truth_files[0], uid, config)
