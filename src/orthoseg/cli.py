@@ -15,7 +15,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from orthoseg.console import ProgressCallback, configure_logging, print_json, progress_bar, stdout_to_stderr
+from orthoseg.console import (
+    ProgressCallback,
+    configure_logging,
+    err_console,
+    log_file_path,
+    output_to_file,
+    print_json,
+    progress_bar,
+    stage_line,
+    stdout_to_stderr,
+)
 from orthoseg.settings import Settings
 
 app = typer.Typer(
@@ -59,6 +69,23 @@ def _running(as_json: bool, description: str | None = None) -> Iterator[Progress
     redirect = stdout_to_stderr() if as_json else contextlib.nullcontext()
     with redirect, progress_bar(description or "", enabled=description is not None) as progress:
         yield progress
+
+
+@contextlib.contextmanager
+def _logged(command: str, settings: Settings) -> Iterator[Console | None]:
+    """Run a long command with its libraries' output in a log file (printed path) and a console for the
+    lines a person reads; with ``-v`` everything stays live and the console is stderr's."""
+    if logging.getLogger().isEnabledFor(logging.DEBUG):
+        yield err_console
+        return
+    path = log_file_path(settings.work_dir, command)
+    err_console.print(f"Logs of every stage: {path} (-v shows them here)", soft_wrap=True, highlight=False)
+    try:
+        with output_to_file(path) as console:
+            yield console
+    except BaseException:
+        err_console.print(f"[bold red]{command} failed[/]; its log: {path}", soft_wrap=True, highlight=False)
+        raise
 
 
 def _emit(result: BaseModel | dict[str, Any], title: str, as_json: bool) -> None:
@@ -343,20 +370,14 @@ def pipeline_run(
     from pipelines.runner import run_inference_pipeline, run_training_pipeline
 
     settings = _training_settings(profile) if name is PipelineName.training else Settings()
-    if name is PipelineName.training:
-        _run(
-            as_json,
-            "training pipeline",
-            lambda progress: run_training_pipeline(settings, source, batch, min_dice=min_dice, force=force),
-            None,
-        )
-    else:
-        _run(
-            as_json,
-            "inference pipeline",
-            lambda progress: run_inference_pipeline(settings, source, batch, model),
-            None,
-        )
+    title = f"{name.value} pipeline"
+    with _running(as_json), _logged(f"{name.value}-pipeline", settings) as console:
+        with stage_line(console, f"{name.value.capitalize()} pipeline (kfp.local)"):
+            if name is PipelineName.training:
+                result = run_training_pipeline(settings, source, batch, min_dice=min_dice, force=force)
+            else:
+                result = run_inference_pipeline(settings, source, batch, model)
+    _emit(result, title, as_json)
 
 
 @pipeline_app.command("compile")
@@ -523,12 +544,15 @@ def demo(
     ] = "small",
     as_json: JsonOption = False,
 ) -> None:
-    """Synthesise data, run the training pipeline then the inference pipeline, and summarise."""
+    """Synthesise data, run the training pipeline then the inference pipeline, and summarise.
+
+    One line per stage; the pipelines' own output (executor logs, Ray, MLflow) goes to a log file under
+    ``<work_dir>/logs/`` whose path is printed; ``-v`` shows it live instead."""
     from orthoseg.demo import render_demo_table, run_demo
 
     settings = Settings()
-    with _running(as_json):
-        result = run_demo(settings, profile)
+    with _running(as_json), _logged("demo", settings) as console:
+        result = run_demo(settings, profile, console)
     if as_json:
         print_json(result.model_dump(mode="json"))
     else:

@@ -7,7 +7,10 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -86,3 +89,57 @@ def print_json(payload: dict[str, Any]) -> None:
     """Write exactly one JSON object (and a newline) to stdout."""
     sys.stdout.write(json.dumps(payload, default=str, sort_keys=True) + "\n")
     sys.stdout.flush()
+
+
+def log_file_path(work_dir: str, command: str) -> Path:
+    """Where a long command's logs go: ``<work_dir>/logs/<command>-<local time>.log``."""
+    return Path(work_dir) / "logs" / f"{command}-{datetime.now().strftime('%Y%m%d-%H%M%S')}.log"
+
+
+@contextlib.contextmanager
+def output_to_file(path: Path) -> Iterator[Console]:
+    """Send everything written to fds 1 and 2 to ``path`` while work runs; yield a console on the terminal.
+
+    KFP's local runner echoes every step's executor output and Ray forwards its workers' logs: hundreds of
+    lines a person does not want on screen but needs after a failure. The file descriptors themselves are
+    redirected, so Python prints, log records and child processes all land in the file; the yielded
+    console writes to the terminal's stderr, for the lines a person reads.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved_out, saved_err = os.dup(1), os.dup(2)
+    terminal = os.fdopen(os.dup(saved_err), "w", buffering=1, encoding="utf-8", errors="replace")
+    with open(path, "ab", buffering=0) as log:
+        try:
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+            # Python-level streams too, wherever sys.stdout and sys.stderr point now.
+            stream = open(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
+            with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
+                yield Console(file=terminal)
+            stream.flush()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved_out, 1)
+            os.dup2(saved_err, 2)
+            os.close(saved_out)
+            os.close(saved_err)
+            terminal.close()
+
+
+@contextlib.contextmanager
+def stage_line(console: Console | None, label: str) -> Iterator[None]:
+    """One line per stage: a spinner with the elapsed time while it runs (on a terminal), then the label with
+    how long it took. Logged too, so the log file shows where each stage starts. No-op without a console."""
+    logging.getLogger(__name__).info("%s", label)
+    if console is None:
+        yield
+        return
+    started = time.perf_counter()
+    with console.status(label):
+        yield
+    seconds = time.perf_counter() - started
+    took = f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+    console.print(f"[green]✓[/] {label} [dim]({took})[/]", soft_wrap=True)

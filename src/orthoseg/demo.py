@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
+from rich.console import Console
 from rich.table import Table
 
+from orthoseg.console import stage_line
 from orthoseg.labels import STRUCTURE_NAMES
 from orthoseg.settings import Settings
-from orthoseg.storage import join_key, store_from_settings
+from orthoseg.storage import ObjectStore, join_key, store_from_settings
 
 logger = logging.getLogger(__name__)
 
@@ -137,14 +139,15 @@ def demo_promotion_policy(settings: Settings) -> Settings:
     return settings.model_copy(update={"promotion": promotion})
 
 
-def run_demo(settings: Settings, profile_name: str = "small") -> DemoResult:
+def run_demo(settings: Settings, profile_name: str = "small", console: Console | None = None) -> DemoResult:
     """Synthesise a training and an inference batch, then run both pipelines through kfp.local.
+
+    ``console``: where a line per stage goes (``console.stage_line``); None prints none.
 
     Raises:
         ValueError: for an unknown profile name.
     """
     from orthoseg.registry import RegistryError, resolve_model
-    from orthoseg.synth import SynthConfig, generate_dataset, write_preview
     from pipelines.runner import run_inference_pipeline, run_training_pipeline
 
     if profile_name not in PROFILES:
@@ -154,9 +157,31 @@ def run_demo(settings: Settings, profile_name: str = "small") -> DemoResult:
     started = time.perf_counter()
     store = store_from_settings(settings)
 
-    logger.info(
-        "Synthesising %d training radiographs (+%d broken files)", profile.train_images, profile.broken_files
+    synthesising = stage_line(
+        console,
+        f"[1/3] Synthesising {profile.train_images} training films (+{profile.broken_files} broken files) "
+        f"and {profile.inference_images} to infer",
     )
+    with synthesising:
+        _synthesise(store, profile)
+    with stage_line(console, "[2/3] Training pipeline: validate, train, evaluate, register, promote"):
+        training = run_training_pipeline(settings, store.url(join_key("incoming", TRAIN_BATCH)), TRAIN_BATCH)
+    with stage_line(console, "[3/3] Inference pipeline: validate, segment, measure, report"):
+        inference = run_inference_pipeline(
+            settings, store.url(join_key("incoming", INFER_BATCH, "images")), INFER_BATCH, "champion"
+        )
+    champion_version: str | None
+    try:
+        champion_version, _ = resolve_model(settings, "champion")
+    except RegistryError:  # no champion: the gate refused every model so far
+        champion_version = None
+    return summarize_demo(settings, profile_name, training, inference, champion_version, started)
+
+
+def _synthesise(store: ObjectStore, profile: DemoProfile) -> None:
+    """The demo's training batch (with broken files and a preview) and its inference batch."""
+    from orthoseg.synth import SynthConfig, generate_dataset, write_preview
+
     train_config = SynthConfig(
         count=profile.train_images,
         seed=profile.seed,
@@ -175,19 +200,6 @@ def run_demo(settings: Settings, profile_name: str = "small") -> DemoResult:
         workers=2,
     )
     generate_dataset(store, infer_config)
-
-    logger.info("Running the training pipeline (kfp.local)")
-    training = run_training_pipeline(settings, store.url(join_key("incoming", TRAIN_BATCH)), TRAIN_BATCH)
-    logger.info("Running the inference pipeline (kfp.local)")
-    inference = run_inference_pipeline(
-        settings, store.url(join_key("incoming", INFER_BATCH, "images")), INFER_BATCH, "champion"
-    )
-    champion_version: str | None
-    try:
-        champion_version, _ = resolve_model(settings, "champion")
-    except RegistryError:  # no champion: the gate refused every model so far
-        champion_version = None
-    return summarize_demo(settings, profile_name, training, inference, champion_version, started)
 
 
 def _int(value: Any) -> int:

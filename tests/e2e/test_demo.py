@@ -37,7 +37,23 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
         timeout=1200,
     )
     assert result.returncode == 0, result.stderr[-5000:]
+    (root / "stderr.txt").write_text(result.stderr)
     return json.loads(result.stdout), root
+
+
+def test_the_terminal_gets_a_line_per_stage_and_the_log_file_the_rest(demo_run: tuple[dict, Path]) -> None:
+    _, root = demo_run
+    lines = (root / "stderr.txt").read_text().splitlines()
+    assert len(lines) <= 8, lines
+    stages = [line for line in lines if line.startswith("✓ [")]
+    assert [line[3:6] for line in stages] == ["1/3", "2/3", "3/3"]
+    named = next(line for line in lines if line.startswith("Logs of every stage: "))
+    log = Path(named.removeprefix("Logs of every stage: ").split(" (")[0])
+    assert log.parent == root / "work" / "logs" and log.name.startswith("demo-")
+    # The pipelines' own output (kfp.local's executor lines, the stage markers) is all in the file.
+    text = log.read_text()
+    assert "Training pipeline" in text and "Inference pipeline" in text
+    assert len(text.splitlines()) > 50
 
 
 def test_every_file_is_accounted_for(demo_run: tuple[dict, Path]) -> None:
