@@ -110,16 +110,16 @@ def output_to_file(path: Path) -> Iterator[Console]:
     sys.stderr.flush()
     saved_out, saved_err = os.dup(1), os.dup(2)
     terminal = os.fdopen(os.dup(saved_err), "w", buffering=1, encoding="utf-8", errors="replace")
+    # Python-level streams too, wherever sys.stdout and sys.stderr point now (a test's capture, say).
+    stream = open(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
     with open(path, "ab", buffering=0) as log:
         try:
             os.dup2(log.fileno(), 1)
             os.dup2(log.fileno(), 2)
-            # Python-level streams too, wherever sys.stdout and sys.stderr point now.
-            stream = open(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
             with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
                 yield Console(file=terminal)
-            stream.flush()
         finally:
+            stream.flush()
             sys.stdout.flush()
             sys.stderr.flush()
             os.dup2(saved_out, 1)
