@@ -132,11 +132,12 @@ def output_to_file(path: Path) -> Iterator[Console]:
 @contextlib.contextmanager
 def stage_line(console: Console | None, label: str) -> Iterator[None]:
     """One line per stage: a spinner with the elapsed time while it runs (on a terminal), then the label with
-    how long it took. Logged too, so the log file shows where each stage starts. No-op without a console."""
-    logging.getLogger(__name__).info("%s", label)
+    how long it took. A marker goes to stderr too (the log file, under ``output_to_file``), so the log shows
+    where each stage starts. No-op without a console."""
     if console is None:
         yield
         return
+    print(f"===== {label}", file=sys.stderr, flush=True)
     started = time.perf_counter()
     with console.status(label):
         yield

@@ -27,7 +27,13 @@ def test_output_of_this_process_and_its_children_goes_to_the_file(
             print("inside the stage")
     captured = capfd.readouterr()
     text = log.read_text()
-    for line in ("a line printed by python", "child out", "child err", "inside the stage"):
+    for line in (
+        "a line printed by python",
+        "child out",
+        "child err",
+        "inside the stage",
+        "===== [1/1] A stage",
+    ):
         assert line in text
     assert log.parent == tmp_path / "work" / "logs" and log.name.startswith("demo-")
     # The terminal (stderr) shows the stage's line and nothing of the rest; stdout nothing at all.
