@@ -67,22 +67,32 @@ def progress_bar(description: str, enabled: bool = True) -> Iterator[ProgressCal
 
 
 @contextlib.contextmanager
+def _descriptors_to(target: int, descriptors: tuple[int, ...]) -> Iterator[None]:
+    """Point the file descriptors ``descriptors`` at ``target`` while work runs (child processes too)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(fd) for fd in descriptors]
+    try:
+        for fd in descriptors:
+            os.dup2(target, fd)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, copy in zip(descriptors, saved, strict=True):
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
+@contextlib.contextmanager
 def stdout_to_stderr() -> Iterator[None]:
     """Send everything written to fd 1 (Python prints and child processes alike) to stderr.
 
     ``--json`` promises one JSON object on stdout and nothing else there; Ray, KFP's local runner
     and other libraries print freely, so the file descriptor itself is redirected while work runs.
     """
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        os.dup2(2, 1)
-        with contextlib.redirect_stdout(sys.stderr):
-            yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
+    with _descriptors_to(2, (1,)), contextlib.redirect_stdout(sys.stderr):
+        yield
 
 
 def print_json(payload: dict[str, Any]) -> None:
@@ -106,27 +116,15 @@ def output_to_file(path: Path) -> Iterator[Console]:
     console writes to the terminal's stderr, for the lines a person reads.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved_out, saved_err = os.dup(1), os.dup(2)
-    terminal = os.fdopen(os.dup(saved_err), "w", buffering=1, encoding="utf-8", errors="replace")
+    terminal = os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="replace")
     # Python-level streams too, wherever sys.stdout and sys.stderr point now (a test's capture, say).
     stream = open(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
-    with open(path, "ab", buffering=0) as log:
+    with terminal, open(path, "ab", buffering=0) as log, _descriptors_to(log.fileno(), (1, 2)):
         try:
-            os.dup2(log.fileno(), 1)
-            os.dup2(log.fileno(), 2)
             with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
                 yield Console(file=terminal)
         finally:
             stream.flush()
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved_out, 1)
-            os.dup2(saved_err, 2)
-            os.close(saved_out)
-            os.close(saved_err)
-            terminal.close()
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ from orthoseg.synth.detector import expose
 from orthoseg.synth.dicom import DicomIdentity, build_dx_dataset, seeded_uid
 from orthoseg.synth.geometry import Camera, rotation
 from orthoseg.synth.knee import KneeScene, build_knee
+from orthoseg.synth.leg_framing import FILM_CENTRE_ABOVE_PLATEAU_MM
 from orthoseg.synth.objects import place_marker, place_ruler, place_sphere
 from orthoseg.synth.physics import texture_field
 from orthoseg.synth.render import project
@@ -70,7 +71,7 @@ def knee_camera(
     # Lateral films are framed with the femur and the tibia leaning equally from vertical.
     tilt = np.radians(spec.tilt_deg + (0.5 * spec.flexion_deg * sigma if spec.view == "LAT" else 0.0))
     e_u, e_v = np.cos(tilt) * e_u + np.sin(tilt) * e_v, -np.sin(tilt) * e_u + np.cos(tilt) * e_v
-    center = np.array([0.0, -6.0 if spec.view == "LAT" else 0.0, 8.0])
+    center = np.array([0.0, -6.0 if spec.view == "LAT" else 0.0, FILM_CENTRE_ABOVE_PLATEAU_MM])
     i0 = (spec.rows - 1) / 2.0 + spec.center_shift_mm[0] / spacing_mm
     j0 = (spec.columns - 1) / 2.0 + (spec.center_shift_mm[1] + column_offset_mm) / spacing_mm
     return Camera(center, e_u, e_v, beam, spacing_mm, (spec.rows, spec.columns), i0, j0)

@@ -358,7 +358,7 @@ def image_spec(index: int, config: SynthConfig) -> ImageSpec:
         ),
         texture_seed=int(rng.integers(0, 2**31 - 1)),
         knees=knees,
-        framing="knee" if leg is None else ("tibia" if leg.shows_knee else "distal_leg"),
+        framing="knee" if leg is None else leg.framing,
         **_appearance(_rng(config, index, 31)),
         **_beam_alignment(_rng(config, index, 37), knee.category),
         **_shutters(_rng(config, index, 43)),

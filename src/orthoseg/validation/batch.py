@@ -182,7 +182,9 @@ def validate_batch(
     with tempfile.TemporaryDirectory(prefix="orthoseg-validation-") as scratch_name:
         scratch = Path(scratch_name)
         run = WriteRun(store, source_store, batch, purpose, config, scratch)
-        context = reader_context(settings, source_store, inventory, config, False, scratch / "staged-seg")
+        context = reader_context(
+            settings, source_store, inventory, config, header_only=False, staging_dir=scratch / "staged-seg"
+        )
         logger.info(
             "validating %d files of batch %s (%s) with %d workers",
             len(inventory.files),
@@ -301,7 +303,7 @@ def prescreen_batch(
     started = time.perf_counter()
     config = config or ValidationConfig.from_settings(settings)
     store, source_store, inventory = open_batch(settings, source, batch, purpose)
-    context = reader_context(settings, source_store, inventory, config, True)
+    context = reader_context(settings, source_store, inventory, config, header_only=True)
     in_process = config.workers == 1 or len(inventory.images) < _HEADER_POOL_MIN_FILES
     rows = read_all(
         inventory.images,

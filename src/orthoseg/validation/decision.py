@@ -221,6 +221,7 @@ def reader_context(
     source_store: ObjectStore,
     inventory: Inventory,
     config: ValidationConfig,
+    *,
     header_only: bool,
     staging_dir: Path | None = None,
 ) -> ReaderContext:
