@@ -46,6 +46,10 @@ class FemoralBuild:
         keep_planes: all cut half-spaces (to confine interface layers to the cut bone).
         stem: the stem lobe of revision designs.
         distal_mm: distal thickness of the component (cut level).
+        extent: box (in C) the cut bone's interface layers are confined to.
+        cover: the component's outer lobes over its fixation surfaces (runners, flange): cement and
+            interface layers lie only where the component covers the cut bone, not over the whole cut
+            (the posterior cut runs above the posterior condyles, the anterior cut wider than the flange).
     """
 
     frame: Frame
@@ -60,6 +64,7 @@ class FemoralBuild:
         (-45.0, -45.0, -2.0),
         (45.0, 45.0, 60.0),
     )
+    cover: list[Lobe] = field(default_factory=list)
 
 
 def plane_through(normal_at: tuple[float, float], point_at: tuple[float, float]) -> Plane:
@@ -193,7 +198,16 @@ def build_femoral(
     cut_planes = {"distal": keep_planes[0], "anterior": keep_planes[1], "posterior": keep_planes[2]}
     extent = ((-45.0, a_post - 2.0, distal_mm - 2.0), (45.0, a_ant + 2.0, top_t + 2.0))
     return FemoralBuild(
-        frame, metal, cuts, ([runners[0]], [runners[1]]), cut_planes, keep_planes, stem, distal_mm, extent
+        frame,
+        metal,
+        cuts,
+        ([runners[0]], [runners[1]]),
+        cut_planes,
+        keep_planes,
+        stem,
+        distal_mm,
+        extent,
+        cover=[*runners, flange],
     )
 
 
@@ -224,6 +238,7 @@ def _uka(spec: KneeSpec, frame: Frame, shape: FemurShape, k: float, rng: np.rand
     local = frame.child((0.0, 0.0, bottom))
     half_width = shape.condyle_half_width[side] * 0.78
     metal: list[Solid] = []
+    cover: list[Lobe] = []
     if spec.family == "uka_mobile_bearing":
 
         def sphere(rr: float) -> Profile:
@@ -274,7 +289,10 @@ def _uka(spec: KneeSpec, frame: Frame, shape: FemurShape, k: float, rng: np.rand
             lobes=(1 + side,),
         )
         contact = runner
+        cover = [runner]
         cut_planes = {"distal": keep_planes[0], "posterior": keep_planes[1]}
     contacts: tuple[list[Lobe], list[Lobe]] = ([contact], []) if side == 0 else ([], [contact])
     extent = ((m0 - 18.0, center_a - radius - 2.0, 4.0), (m0 + 18.0, center_a + radius, radius + 12.0))
-    return FemoralBuild(local, metal, [cut], contacts, cut_planes, keep_planes, None, 6.0, extent)
+    return FemoralBuild(
+        local, metal, [cut], contacts, cut_planes, keep_planes, None, 6.0, extent, cover=cover
+    )

@@ -19,6 +19,31 @@ from orthoseg.synth.solids import Solid
 from orthoseg.synth.tibial import TibialBuild, build_tibial
 
 CEMENT = BY_NAME["cement"].channel
+# Cement is labelled where a ray crosses at least this much of it. A mantle seen edge-on (under a tray,
+# around a keel or stem, inside the femoral "J" on a lateral film) is crossed over centimetres and is
+# plain on the film; a 1.8 mm sheet seen en face (the patellar mantle on an AP film) changes the film
+# by a few percent under trabecular texture: nobody can outline it, so no label claims it.
+CEMENT_VISIBLE_PATH_MM = 3.0
+
+
+def cement_solid(
+    name: str,
+    mu_per_mm: float,
+    parts: list[Primitive],
+    clips: list[Primitive],
+    minus: Primitive | None = None,
+) -> Solid:
+    """A cement mantle (displacing trabecular bone), labelled only where it is thick enough to see."""
+    return Solid(
+        name,
+        mu_per_mm,
+        parts,
+        clips=clips,
+        minus=minus,
+        channel=CEMENT,
+        replaces="trabecular",
+        label_min_path_mm=CEMENT_VISIBLE_PATH_MM,
+    )
 
 
 Extent = tuple[tuple[float, float, float], tuple[float, float, float]]
@@ -172,13 +197,11 @@ def build_knee(spec: KneeSpec, flexion_deg: float, seed: int) -> KneeScene:
     if spec.patella_resurfaced:
         cut = patella.outer[0].planes[0]
         solids.append(
-            Solid(
+            cement_solid(
                 "patellar cement",
                 spec.cement_mu_per_cm / 10.0,
                 list(patella.outer),
                 clips=[_slab(patella.frame, cut, 0.0, 1.8, (), ((-30.0, -20.0, -30.0), (30.0, 20.0, 30.0)))],
-                channel=CEMENT,
-                replaces="trabecular",
             )
         )
     return KneeScene(
@@ -225,29 +248,19 @@ def _interfaces(
         t_extent = ((lo - 1.0, -32.0, -tibial.stem_length_mm - 8.0), (hi + 1.0, 32.0, 2.0))
         if cemented:
             solids.append(
-                Solid(
+                cement_solid(
                     "tibial cement",
                     mu_cement,
                     list(tibia.outer),
                     clips=[_slab(tibial.frame, underside, 0.0, cement_mm, bound, t_extent)],
                     minus=tibial.augment,
-                    channel=CEMENT,
-                    replaces="trabecular",
                 )
             )
             if spec.fixation == "cemented":
                 for anchor in tibial.anchors:
                     _, mantle = _annulus(anchor, 0.0, cement_mm)
                     solids.append(
-                        Solid(
-                            "tibial anchor cement",
-                            mu_cement,
-                            list(tibia.outer),
-                            clips=[mantle],
-                            minus=anchor,
-                            channel=CEMENT,
-                            replaces="trabecular",
-                        )
+                        cement_solid("tibial anchor cement", mu_cement, list(tibia.outer), [mantle], anchor)
                     )
         quadrants = {"tray_MA": (1, 1), "tray_MP": (1, -1), "tray_LA": (-1, 1), "tray_LP": (-1, -1)}
         for name, (sm, sa) in quadrants.items():
@@ -269,30 +282,20 @@ def _interfaces(
                 tuple(Plane(p.normal, p.offset - cement_mm) for p in femoral.keep_planes),
                 *f_extent,
             )
+            # The mantle lies between the cut bone and the component, so only under the component's
+            # footprint: a cut surface the component does not cover (the posterior cut above the
+            # posterior condyles, the anterior cut beside the flange) carries no cement. Seen en face
+            # on an AP film such a sheet is 1.8 mm of cement and invisible, yet it was labelled.
             solids.append(
-                Solid(
-                    "femoral cement",
-                    mu_cement,
-                    list(femur.outer),
-                    clips=[keep],
-                    minus=inset,
-                    channel=CEMENT,
-                    replaces="trabecular",
+                cement_solid(
+                    "femoral cement", mu_cement, list(femoral.cover) or list(femur.outer), [keep], inset
                 )
             )
         if spec.fixation == "cemented" and femoral.stem is not None:
             # A cemented revision stem sits in a mantle of cement, as the tibial stem does.
             _, mantle = _annulus(femoral.stem, 0.0, cement_mm)
             solids.append(
-                Solid(
-                    "femoral stem cement",
-                    mu_cement,
-                    list(femur.outer),
-                    clips=[mantle],
-                    minus=femoral.stem,
-                    channel=CEMENT,
-                    replaces="trabecular",
-                )
+                cement_solid("femoral stem cement", mu_cement, list(femur.outer), [mantle], femoral.stem)
             )
         for name, plane in femoral.cut_planes.items():
             if name in ("distal", "posterior"):

@@ -215,4 +215,4 @@ def _draw_solid(solid: Solid, camera: Camera, line: np.ndarray, masks: np.ndarra
         return
     length.add_to(line, _mu(solid.material) - _mu(solid.replaces))
     if solid.channel is not None:
-        length.mask_into(masks[solid.channel], threshold=0.02)
+        length.mask_into(masks[solid.channel], threshold=solid.label_min_path_mm)

@@ -21,6 +21,8 @@ class Solid:
         replaces: material whose attenuation the solid displaces ('soft' in the envelope, bone for
             cement and lucent lines).
         fine: rendered at full resolution (metal and cement edges must stay razor sharp).
+        label_min_path_mm: a pixel is labelled only where its ray crosses at least this much of the
+            solid (mm): a sheet of cement seen en face is too faint to see, and nobody would label it.
     """
 
     name: str
@@ -31,6 +33,7 @@ class Solid:
     channel: int | None = None
     replaces: str | float = "soft"
     fine: bool = True
+    label_min_path_mm: float = 0.02
 
 
 def solid_length(solid: Solid, camera: Camera) -> Field | None:
