@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -223,6 +224,10 @@ class Settings(BaseSettings):
         s3_max_attempts: attempts per S3 call, the first included (botocore ``standard`` retry mode:
             throttling, 5xx and dropped connections are retried with exponential backoff and jitter).
         mlflow_uri: MLflow tracking and registry URI.
+        mlflow_artifact_location: where an experiment orthoseg creates keeps its runs' artifacts (models,
+            evaluation tables): a folder or ``s3://`` URI. None: with a ``sqlite:`` tracking store, the
+            folder ``mlartifacts`` beside the database file, so a run's model is found whatever folder a
+            later command runs from; with a tracking server, the server's own artifact root.
         ray_address: Ray cluster address; ``None`` starts a local one.
         model_name: registered model name.
         experiment_name: MLflow experiment for training runs.
@@ -260,6 +265,7 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = None
     s3_max_attempts: int = Field(default=5, ge=1, le=50)
     mlflow_uri: str = "sqlite:///.orthoseg/mlflow.db"
+    mlflow_artifact_location: str | None = None
     ray_address: str | None = None
     model_name: str = "orthoseg-knee"
     experiment_name: str = "orthoseg"
@@ -321,3 +327,13 @@ class Settings(BaseSettings):
                 given = given.model_dump(exclude_unset=True)
             merged[section] = {**values, **(given or {})}
         return merged
+
+    def artifact_location(self) -> str | None:
+        """Artifact root for an experiment created now (``mlflow_artifact_location``; see there)."""
+        if self.mlflow_artifact_location:
+            return self.mlflow_artifact_location
+        prefix = "sqlite:///"
+        if not self.mlflow_uri.startswith(prefix):
+            return None
+        database = Path(self.mlflow_uri[len(prefix) :])
+        return (database.resolve().parent / "mlartifacts").as_uri()

@@ -65,6 +65,8 @@ def test_training_tracks_the_run_is_idempotent_and_resumes_from_ray_checkpoints(
     for key in ("train_loss", "lr", "val_dice_mean", "val_dice_femur", "val_dice_cement"):
         assert _steps(client, first.run_id, key) == [1, 2], key
     assert "training_curves.png" in {a.path for a in client.list_artifacts(first.run_id)}
+    # Artifacts live beside the sqlite database, not in ./mlruns of whatever folder the test started in.
+    assert run.info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())
     # Pseudonymised data only: neither the PatientID nor the name of any image reaches MLflow.
     logged = " ".join([*run.data.params.values(), *run.data.tags.values()])
     assert "PAT-" not in logged and "Patient" not in logged

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -89,3 +91,18 @@ def test_validation_is_a_settings_section_and_the_salt_stays_top_level(
         ValidationError, match="rename ORTHOSEG_VALIDATION_WORKERS to ORTHOSEG_VALIDATION__WORKERS"
     ):
         Settings()
+
+
+def test_experiment_artifacts_sit_beside_a_sqlite_database_whatever_the_working_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ORTHOSEG_MLFLOW_ARTIFACT_LOCATION", raising=False)
+    absolute = Settings(mlflow_uri=f"sqlite:///{tmp_path / 'db' / 'mlflow.db'}")
+    assert absolute.artifact_location() == (tmp_path / "db" / "mlartifacts").as_uri()
+    monkeypatch.chdir(tmp_path)
+    relative = Settings(mlflow_uri="sqlite:///.orthoseg/mlflow.db")
+    assert relative.artifact_location() == (tmp_path / ".orthoseg" / "mlartifacts").as_uri()
+    # A tracking server chooses its own artifact root; an explicit location always wins.
+    assert Settings(mlflow_uri="http://127.0.0.1:5000").artifact_location() is None
+    explicit = Settings(mlflow_uri="http://127.0.0.1:5000", mlflow_artifact_location="s3://bucket/mlflow")
+    assert explicit.artifact_location() == "s3://bucket/mlflow"

@@ -312,7 +312,7 @@ def run_training(
     name = ray_run_name(settings, version)
 
     client = connect_tracking(settings)
-    experiment = experiment_id(client, settings.experiment_name)
+    experiment = experiment_id(client, settings.experiment_name, settings.artifact_location())
     existing = find_run(client, experiment, name)
     if existing is not None and existing.info.status == "FINISHED" and MODEL_URI_TAG in existing.data.tags:
         logger.info("Run %s already trained %s on %s; returning it", existing.info.run_id, name, version)

@@ -54,13 +54,18 @@ def git_commit() -> str:
     return commit if completed.returncode == 0 and commit else "unknown"
 
 
-def experiment_id(client: MlflowClient, name: str) -> str:
+def experiment_id(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
+    """The experiment ``name`` (restored if deleted), created with ``artifact_location`` when new.
+
+    Without an artifact location MLflow puts a sqlite store's artifacts in ``./mlruns`` of whatever folder
+    the first run happened to start in; an existing experiment keeps the location it was created with.
+    """
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         if experiment.lifecycle_stage == "deleted":
             client.restore_experiment(experiment.experiment_id)
         return str(experiment.experiment_id)
-    return str(client.create_experiment(name))
+    return str(client.create_experiment(name, artifact_location=artifact_location))
 
 
 def find_run(client: MlflowClient, experiment_id: str, name: str) -> Run | None:
