@@ -1,120 +1,30 @@
-"""The ``orthoseg`` command line: each subcommand parses arguments and makes one library call."""
+"""The ``orthoseg`` command line: each subcommand parses arguments and makes one library call.
+
+The cluster subcommands (``pipeline``, ``rayjob``, ``schedule``) live in ``orthoseg.cli_cluster``; what
+all share (the apps, options, output helpers) in ``orthoseg.cli_common``.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Callable, Iterator
-from enum import Enum
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import BaseModel
 from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
-from orthoseg.console import (
-    ProgressCallback,
-    configure_logging,
-    err_console,
-    log_file_path,
-    output_to_file,
-    print_json,
-    progress_bar,
-    stage_line,
-    stdout_to_stderr,
+from orthoseg.cli_common import (
+    JsonOption,
+    ProfileOption,
+    Purpose,
+    app,
+    logged,
+    registry_app,
+    run_and_emit,
+    running,
+    training_settings,
 )
+from orthoseg.console import ProgressCallback, print_json
 from orthoseg.settings import Settings
-
-app = typer.Typer(
-    name="orthoseg",
-    help="Segment and measure post-operative knee radiographs: validate, train, register, promote, infer.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
-pipeline_app = typer.Typer(help="Run or compile the Kubeflow pipelines.", no_args_is_help=True)
-app.add_typer(pipeline_app, name="pipeline")
-registry_app = typer.Typer(help="Read the model registry's promotion audit trail.", no_args_is_help=True)
-app.add_typer(registry_app, name="registry")
-rayjob_app = typer.Typer(
-    help="Run an orthoseg command on Kubernetes as a KubeRay RayJob.", no_args_is_help=True
-)
-app.add_typer(rayjob_app, name="rayjob")
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout.")]
-
-
-class Purpose(str, Enum):
-    training = "training"
-    inference = "inference"
-
-
-class PipelineName(str, Enum):
-    training = "training"
-    inference = "inference"
-
-
-@app.callback()
-def main_callback(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
-) -> None:
-    configure_logging(verbose)
-
-
-@contextlib.contextmanager
-def _running(as_json: bool, description: str | None = None) -> Iterator[ProgressCallback]:
-    """Keep stdout clean under --json and show a progress bar (on stderr) while work runs."""
-    redirect = stdout_to_stderr() if as_json else contextlib.nullcontext()
-    with redirect, progress_bar(description or "", enabled=description is not None) as progress:
-        yield progress
-
-
-@contextlib.contextmanager
-def _logged(command: str, settings: Settings) -> Iterator[Console | None]:
-    """Run a long command with its libraries' output in a log file (printed path) and a console for the
-    lines a person reads; with ``-v`` everything stays live and the console is stderr's."""
-    if logging.getLogger().isEnabledFor(logging.DEBUG):
-        yield err_console
-        return
-    path = log_file_path(settings.work_dir, command)
-    err_console.print(f"Logs of every stage: {path} (-v shows them here)", soft_wrap=True, highlight=False)
-    try:
-        with output_to_file(path) as console:
-            yield console
-    except BaseException:
-        err_console.print(f"[bold red]{command} failed[/]; its log: {path}", soft_wrap=True, highlight=False)
-        raise
-
-
-def _emit(result: BaseModel | dict[str, Any], title: str, as_json: bool) -> None:
-    payload = result.model_dump(mode="json") if isinstance(result, BaseModel) else result
-    if as_json:
-        print_json(payload)
-        return
-    table = Table(title=title, show_header=False, title_justify="left")
-    table.add_column("field", style="bold")
-    table.add_column("value")
-    for key, value in payload.items():
-        if isinstance(value, dict) and value and all(not isinstance(v, dict | list) for v in value.values()):
-            value = ", ".join(f"{k}={_fmt(v)}" for k, v in value.items())
-        table.add_row(key, _fmt(value))
-    Console().print(table)
-
-
-def _fmt(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def _run(
-    as_json: bool, title: str, work: Callable[[ProgressCallback], BaseModel | dict[str, Any]], bar: str | None
-) -> None:
-    with _running(as_json, bar) as progress:
-        result = work(progress)
-    _emit(result, title, as_json)
 
 
 @app.command()
@@ -147,7 +57,7 @@ def synth(
             summary["preview_url"] = store.url(write_preview(store, config, preview))
         return summary
 
-    _run(as_json, "synthetic radiographs", work, "synthesising")
+    run_and_emit(as_json, "synthetic radiographs", work, "synthesising")
 
 
 @app.command()
@@ -163,27 +73,12 @@ def validate(
     from orthoseg.validation import validate_batch
 
     settings = Settings()
-    _run(
+    run_and_emit(
         as_json,
         f"validation of {batch}",
         lambda progress: validate_batch(settings, source, batch, purpose.value, progress=progress),
         "validating",
     )
-
-
-ProfileOption = Annotated[
-    str | None,
-    typer.Option(
-        help="Training profile: demo (~5 min on 2 CPU cores), standard (about an hour), full (GPU nodes). "
-        "Default: ORTHOSEG_PROFILE, else standard. Settings given explicitly win over the profile."
-    ),
-]
-
-
-def _training_settings(profile: str | None) -> Settings:
-    """Settings with a training profile: the option, else ``ORTHOSEG_PROFILE``, else ``standard``."""
-    settings = Settings(profile=profile) if profile else Settings()
-    return settings if settings.profile else Settings(profile="standard")
 
 
 @app.command()
@@ -196,10 +91,12 @@ def train(
     """Train with Ray Train on the dataset version; track everything in MLflow."""
     from orthoseg.training import run_training
 
-    settings = _training_settings(profile)
+    settings = training_settings(profile)
     if epochs is not None:
         settings = settings.model_copy(update={"train": settings.train.model_copy(update={"epochs": epochs})})
-    _run(as_json, "training", lambda progress: run_training(settings, dataset, progress=progress), "epochs")
+    run_and_emit(
+        as_json, "training", lambda progress: run_training(settings, dataset, progress=progress), "epochs"
+    )
 
 
 @app.command()
@@ -222,9 +119,9 @@ def retrain(
 
     if (source is None) != (batch is None):
         raise typer.BadParameter("--source and --batch go together")
-    settings = _training_settings(profile)
+    settings = training_settings(profile)
     batches = [(source, batch)] if source is not None and batch is not None else None
-    _run(
+    run_and_emit(
         as_json,
         "retraining",
         lambda progress: run_retrain(
@@ -244,7 +141,7 @@ def evaluate(
     from orthoseg.evaluation import evaluate_run
 
     settings = Settings()
-    _run(as_json, "evaluation", lambda progress: evaluate_run(settings, run_id, dataset), None)
+    run_and_emit(as_json, "evaluation", lambda progress: evaluate_run(settings, run_id, dataset), None)
 
 
 @app.command()
@@ -257,7 +154,9 @@ def register(
     from orthoseg.registry import register_model
 
     settings = Settings()
-    _run(as_json, "registered model", lambda progress: register_model(settings, run_id, dataset), None)
+    run_and_emit(
+        as_json, "registered model", lambda progress: register_model(settings, run_id, dataset), None
+    )
 
 
 @app.command()
@@ -277,9 +176,11 @@ def promote(
 
     settings = Settings()
     if rollback:
-        _run(as_json, "rollback", lambda progress: registry.rollback(settings, version, via="cli"), None)
+        run_and_emit(
+            as_json, "rollback", lambda progress: registry.rollback(settings, version, via="cli"), None
+        )
     else:
-        _run(
+        run_and_emit(
             as_json,
             "promotion",
             lambda progress: registry.promote_model(
@@ -298,7 +199,7 @@ def rollback_command(
     from orthoseg.registry import rollback
 
     settings = Settings()
-    _run(as_json, "rollback", lambda progress: rollback(settings, version, via="cli"), None)
+    run_and_emit(as_json, "rollback", lambda progress: rollback(settings, version, via="cli"), None)
 
 
 @registry_app.command("history")
@@ -307,7 +208,7 @@ def registry_history(as_json: JsonOption = False) -> None:
     from orthoseg.promotion_audit import decision_history, render_history_table
 
     settings = Settings()
-    with _running(as_json):
+    with running(as_json):
         history = decision_history(settings)
     if as_json:
         print_json(history.model_dump(mode="json", exclude_none=True))
@@ -343,198 +244,12 @@ def infer(
         tta_passes=tta_passes,
     )
     settings = settings.model_copy(update={"inference": config})
-    _run(
+    run_and_emit(
         as_json,
         "inference",
         lambda progress: run_inference(settings, source, model, run_id=run_id, progress=progress),
         "inferring",
     )
-
-
-@pipeline_app.command("run")
-def pipeline_run(
-    name: Annotated[PipelineName, typer.Argument(help="training or inference.")],
-    source: Annotated[str, typer.Option(help="Batch folder / store URI (training) or images (inference).")],
-    batch: Annotated[str, typer.Option(help="Batch name (training pipeline).")] = "incoming",
-    model: Annotated[str, typer.Option(help="Model alias for inference.")] = "champion",
-    min_dice: Annotated[float, typer.Option(help="Quality floor for promotion (test mean Dice).")] = 0.0,
-    force: Annotated[
-        bool, typer.Option("--force", help="Train whatever the count of new annotated images (training).")
-    ] = False,
-    profile: ProfileOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Run a pipeline locally with kfp.local (the same components a cluster runs). The training pipeline
-    trains only when enough annotated images arrived since the champion's dataset version
-    (ORTHOSEG_PROMOTION__RETRAIN_MIN_NEW_IMAGES) or with --force; its `retrain` line says which and why."""
-    from pipelines.runner import run_inference_pipeline, run_training_pipeline
-
-    settings = _training_settings(profile) if name is PipelineName.training else Settings()
-    title = f"{name.value} pipeline"
-    with _running(as_json), _logged(f"{name.value}-pipeline", settings) as console:
-        with stage_line(console, f"{name.value.capitalize()} pipeline (kfp.local)"):
-            if name is PipelineName.training:
-                result = run_training_pipeline(settings, source, batch, min_dice=min_dice, force=force)
-            else:
-                result = run_inference_pipeline(settings, source, batch, model)
-    _emit(result, title, as_json)
-
-
-@pipeline_app.command("compile")
-def pipeline_compile(
-    out: Annotated[Path, typer.Option(help="Folder for the compiled YAML.")] = Path("pipelines/compiled"),
-    as_json: JsonOption = False,
-) -> None:
-    """Compile both pipelines to KFP YAML for a Kubeflow cluster."""
-    from pipelines.compile import compile_pipelines
-
-    _run(as_json, "compiled pipelines", lambda progress: compile_pipelines(out), None)
-
-
-@pipeline_app.command("submit")
-def pipeline_submit(
-    name: Annotated[PipelineName, typer.Argument(help="training or inference.")],
-    host: Annotated[
-        str, typer.Option(help="Kubeflow Pipelines API, e.g. http://ml-pipeline.kubeflow.svc:8888.")
-    ],
-    source: Annotated[str, typer.Option(help="s3:// prefix of the batch.")],
-    batch: Annotated[str, typer.Option(help="Batch name.")],
-    model: Annotated[str, typer.Option(help="Model alias for inference.")] = "champion",
-    min_dice: Annotated[float, typer.Option(help="Quality floor for promotion.")] = 0.0,
-    cron: Annotated[str | None, typer.Option(help="Create a recurring run instead (6-field cron).")] = None,
-    profile: Annotated[
-        str | None, typer.Option(help="Training profile for the run (default: the cluster's configuration).")
-    ] = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="Train whatever the count of new annotated images (training).")
-    ] = False,
-    as_json: JsonOption = False,
-) -> None:
-    """Submit (or, with --cron, schedule) a pipeline on a Kubeflow cluster; settings come from the cluster.
-    A training run trains only when its retrain gate finds enough new annotated images, or with --force."""
-    from pipelines.remote import pipeline_arguments, schedule_pipeline, submit_pipeline
-
-    try:
-        arguments = pipeline_arguments(
-            name.value, source, batch, model, min_dice, profile=profile, force=force
-        )
-    except ValueError as error:
-        raise typer.BadParameter(str(error)) from error
-    if cron:
-        _run(
-            as_json, "scheduled", lambda progress: schedule_pipeline(host, name.value, cron, arguments), None
-        )
-    else:
-        _run(as_json, "submitted", lambda progress: submit_pipeline(host, name.value, arguments), None)
-
-
-RayJobCommandOption = Annotated[
-    str,
-    typer.Option(
-        "--command",
-        help='The orthoseg command the job runs, e.g. "orthoseg train --profile standard --json".',
-    ),
-]
-RayJobNameOption = Annotated[
-    str | None, typer.Option(help="The RayJob's name (default: <prefix>-<subcommand>-<UTC time>-<random>).")
-]
-CpuWorkersOption = Annotated[
-    int | None, typer.Option(help="CPU worker pods (default: ORTHOSEG_RAYJOB__CPU_WORKERS__REPLICAS).")
-]
-GpuWorkersOption = Annotated[
-    int | None, typer.Option(help="GPU worker pods (default: ORTHOSEG_RAYJOB__GPU_WORKERS__REPLICAS).")
-]
-ClusterOption = Annotated[
-    str | None,
-    typer.Option(help="Run on this existing RayCluster (e.g. orthoseg-ray) instead of a cluster of its own."),
-]
-
-
-def _rayjob_manifest(
-    command: str, name: str | None, cpu_workers: int | None, gpu_workers: int | None, cluster: str | None
-) -> tuple[Settings, dict[str, Any]]:
-    """Settings with the options applied, and the RayJob built from them."""
-    from orthoseg.rayjob import build_rayjob
-    from orthoseg.rayjob_config import with_overrides
-
-    settings = Settings()
-    config = with_overrides(
-        settings.rayjob, cpu_workers=cpu_workers, gpu_workers=gpu_workers, existing_cluster=cluster
-    )
-    settings = settings.model_copy(update={"rayjob": config})
-    return settings, build_rayjob(settings, command, name=name)
-
-
-@rayjob_app.command("render")
-def rayjob_render(
-    command: RayJobCommandOption,
-    name: RayJobNameOption = None,
-    cpu_workers: CpuWorkersOption = None,
-    gpu_workers: GpuWorkersOption = None,
-    cluster: ClusterOption = None,
-) -> None:
-    """Print the RayJob that runs the command, as YAML for `kubectl apply -f -`. The job gets this shell's
-    store (s3:// only) and the ORTHOSEG_* settings given here; the cluster's addresses and secrets come
-    from its ConfigMap and Secrets."""
-    from orthoseg.rayjob import manifest_yaml
-
-    _, manifest = _rayjob_manifest(command, name, cpu_workers, gpu_workers, cluster)
-    typer.echo(manifest_yaml(manifest), nl=False)
-
-
-@rayjob_app.command("submit")
-def rayjob_submit(
-    command: RayJobCommandOption,
-    name: RayJobNameOption = None,
-    cpu_workers: CpuWorkersOption = None,
-    gpu_workers: GpuWorkersOption = None,
-    cluster: ClusterOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Create the RayJob (through the in-cluster service account, else the kubeconfig), stream its driver's
-    log to stderr, wait for its end (ORTHOSEG_RAYJOB__ACTIVE_DEADLINE_S) and clean up. A RayJob of that
-    name that is running or succeeded is followed instead; one that failed is replaced."""
-    from orthoseg.console import err_console
-    from orthoseg.rayjob_follow import RayJobFailed, kubernetes_apis, submit_rayjob
-
-    settings, manifest = _rayjob_manifest(command, name, cpu_workers, gpu_workers, cluster)
-    custom_api, core_api = kubernetes_apis()
-    try:
-        _run(
-            as_json,
-            "rayjob",
-            lambda progress: submit_rayjob(custom_api, core_api, manifest, settings.rayjob),
-            None,
-        )
-    except (RayJobFailed, TimeoutError) as error:
-        err_console.print("[bold red]error:[/]", escape(str(error)))
-        raise typer.Exit(1) from error
-
-
-@app.command()
-def schedule(
-    host: Annotated[
-        str, typer.Option(help="Kubeflow Pipelines API, e.g. http://ml-pipeline.kubeflow.svc:8888.")
-    ],
-    retrain_cron: Annotated[str | None, typer.Option(help="6-field cron, seconds first.")] = None,
-    infer_cron: Annotated[str | None, typer.Option(help="6-field cron, seconds first.")] = None,
-    experiment: Annotated[str | None, typer.Option(help="KFP experiment of the recurring runs.")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Read the server, print the plan.")] = False,
-    as_json: JsonOption = False,
-) -> None:
-    """Create or update the recurring runs (retraining, nightly inference; max_concurrency 1), idempotently.
-    Defaults: ORTHOSEG_SCHEDULE__* (weekly '0 0 2 * * 0', nightly '0 0 1 * * *')."""
-    from orthoseg.schedule import render_schedule_table, sync_schedules, with_overrides
-
-    settings = with_overrides(
-        Settings(), retrain_cron=retrain_cron, infer_cron=infer_cron, experiment=experiment
-    )
-    with _running(as_json):
-        report = sync_schedules(settings, host, dry_run=dry_run)
-    if as_json:
-        print_json(report.model_dump(mode="json"))
-    else:
-        Console().print(render_schedule_table(report))
 
 
 @app.command()
@@ -551,12 +266,17 @@ def demo(
     from orthoseg.demo import render_demo_table, run_demo
 
     settings = Settings()
-    with _running(as_json), _logged("demo", settings) as console:
+    with running(as_json), logged("demo", settings) as console:
         result = run_demo(settings, profile, console)
     if as_json:
         print_json(result.model_dump(mode="json"))
     else:
         Console().print(render_demo_table(result))
+
+
+# The cluster subcommands register themselves on the apps; imported here so that `--help` lists them
+# after the local ones.
+import orthoseg.cli_cluster  # noqa: E402, F401
 
 
 def main() -> None:
