@@ -47,9 +47,9 @@ class FemoralBuild:
         stem: the stem lobe of revision designs.
         distal_mm: distal thickness of the component (cut level).
         extent: box (in C) the cut bone's interface layers are confined to.
-        cover: the component's outer lobes over its fixation surfaces (runners, flange): cement and
-            interface layers lie only where the component covers the cut bone, not over the whole cut
-            (the posterior cut runs above the posterior condyles, the anterior cut wider than the flange).
+        cover: the component's outer lobes over its fixation surfaces (runners, flange): the cement
+            mantle lies only where the component covers the cut bone, not over the whole cut (the
+            posterior cut runs above the posterior condyles, the anterior cut wider than the flange).
     """
 
     frame: Frame
