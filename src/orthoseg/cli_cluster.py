@@ -25,6 +25,10 @@ from orthoseg.cli_common import (
 from orthoseg.console import print_json, stage_line
 from orthoseg.settings import Settings
 
+TrainForceOption = Annotated[
+    bool, typer.Option("--force", help="Train whatever the count of new annotated images (training).")
+]
+
 
 @pipeline_app.command("run")
 def pipeline_run(
@@ -33,9 +37,7 @@ def pipeline_run(
     batch: Annotated[str, typer.Option(help="Batch name (training pipeline).")] = "incoming",
     model: Annotated[str, typer.Option(help="Model alias for inference.")] = "champion",
     min_dice: Annotated[float, typer.Option(help="Quality floor for promotion (test mean Dice).")] = 0.0,
-    force: Annotated[
-        bool, typer.Option("--force", help="Train whatever the count of new annotated images (training).")
-    ] = False,
+    force: TrainForceOption = False,
     profile: ProfileOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -80,9 +82,7 @@ def pipeline_submit(
     profile: Annotated[
         str | None, typer.Option(help="Training profile for the run (default: the cluster's configuration).")
     ] = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="Train whatever the count of new annotated images (training).")
-    ] = False,
+    force: TrainForceOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Submit (or, with --cron, schedule) a pipeline on a Kubeflow cluster; settings come from the cluster.

@@ -286,11 +286,7 @@ def _interfaces(
             # footprint: a cut surface the component does not cover (the posterior cut above the
             # posterior condyles, the anterior cut beside the flange) carries no cement. Seen en face
             # on an AP film such a sheet is 1.8 mm of cement and invisible, yet it was labelled.
-            solids.append(
-                cement_solid(
-                    "femoral cement", mu_cement, list(femoral.cover) or list(femur.outer), [keep], inset
-                )
-            )
+            solids.append(cement_solid("femoral cement", mu_cement, list(femoral.cover), [keep], inset))
         if spec.fixation == "cemented" and femoral.stem is not None:
             # A cemented revision stem sits in a mantle of cement, as the tibial stem does.
             _, mantle = _annulus(femoral.stem, 0.0, cement_mm)
