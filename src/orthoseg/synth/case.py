@@ -19,7 +19,8 @@ from orthoseg.synth.objects import place_marker, place_ruler, place_sphere
 from orthoseg.synth.physics import texture_field
 from orthoseg.synth.render import project
 from orthoseg.synth.scenario import ImageSpec, image_spec, pseudonym
-from orthoseg.synth.truth import TRUTH_SCHEMA, knee_truth
+from orthoseg.synth.span_cache import SpanCache
+from orthoseg.synth.truth import TRUTH_SCHEMA, edge_on_regions, knee_truth
 
 logger = logging.getLogger(__name__)
 
@@ -102,8 +103,9 @@ def _identity(spec: ImageSpec, config: SynthConfig, uid: str) -> DicomIdentity:
 
 def render_case(
     spec: ImageSpec, config: SynthConfig
-) -> tuple[np.ndarray, np.ndarray, list[KneeScene], list[Camera], dict[str, Any]]:
-    """Pixels (12-bit presentation values), masks, scenes, cameras and burned-in objects of a case."""
+) -> tuple[np.ndarray, np.ndarray, list[KneeScene], list[SpanCache], dict[str, Any]]:
+    """Pixels (12-bit presentation values), masks, scenes, the spans traced on each knee's camera (for
+    the truth) and burned-in objects of a case."""
     spacing_obj = spec.spacing_mm / spec.magnification
     scenes, cameras = [], []
     for knee in spec.knees:
@@ -117,7 +119,12 @@ def render_case(
         cameras.append(knee_camera(spec, knee.side, spacing_obj, offset, tray_normal))
     rng = np.random.default_rng([config.seed & 0xFFFFFFFF, spec.index, 29])
     texture = texture_field((spec.rows, spec.columns), rng, spacing_obj)
-    projection = project(scenes, cameras, texture, bone_factor=config.bone_subsample)
+    caches = [SpanCache(camera) for camera in cameras]
+    for scene, cache in zip(scenes, caches, strict=True):
+        # The solids and the truth's interface probes cut the same bones: trace those once.
+        probes = [scene.interface_probes.get(r) for r in edge_on_regions(scene, cache.camera)]
+        cache.plan([*scene.solids, *(p for p in probes if p is not None)])
+    projection = project(scenes, cameras, texture, bone_factor=config.bone_subsample, caches=caches)
     line = projection.line_integral
     objects: dict[str, Any] = {}
     from orthoseg.synth.detector import collimation_field, placement_box
@@ -141,13 +148,13 @@ def render_case(
     # film, and neither an annotator nor a model can place it there.
     masks[BY_NAME["cement"].channel] &= ~metal
     objects["window"] = exposure.window
-    return exposure.values, masks, scenes, cameras, objects
+    return exposure.values, masks, scenes, caches, objects
 
 
 def generate_case(index: int, config: SynthConfig) -> SynthCase:
     """Simulate radiograph ``index`` of the data set described by ``config`` (pure and deterministic)."""
     spec = image_spec(index, config)
-    values, masks, scenes, cameras, objects = render_case(spec, config)
+    values, masks, scenes, caches, objects = render_case(spec, config)
     uid = case_uid(index, config)
     identity = _identity(spec, config, uid)
     primary = spec.knees[0]
@@ -176,7 +183,8 @@ def generate_case(index: int, config: SynthConfig) -> SynthCase:
     )
     metal = masks[BY_NAME["femoral_component"].channel] | masks[BY_NAME["tibial_component"].channel]
     knees = [
-        knee_truth(scene, camera, spec.view, metal) for scene, camera in zip(scenes, cameras, strict=True)
+        knee_truth(scene, cache.camera, spec.view, metal, cache)
+        for scene, cache in zip(scenes, caches, strict=True)
     ]
     spacing_obj = round(spec.spacing_mm / spec.magnification, 4)
     truth: dict[str, Any] = {

@@ -17,6 +17,7 @@ from orthoseg.synth.geometry import Camera, Field, intersect, subtract, trace, u
 from orthoseg.synth.knee import KneeScene
 from orthoseg.synth.physics import MU_PER_MM
 from orthoseg.synth.solids import Solid, solid_length
+from orthoseg.synth.span_cache import SpanCache
 
 
 @dataclass
@@ -73,12 +74,14 @@ def _mu(material: str | float) -> float:
 def bone_lengths(bone: Bone, camera: Camera) -> tuple[Field | None, Field | None]:
     """Path lengths through the whole bone and through its inside (cancellous bone or marrow)."""
 
+    trace = SpanCache(camera).trace  # the cut regions serve the outer and the inner bone
+
     def trimmed(lobes: list) -> Field | None:
-        spans = [trace(lobe, camera) for lobe in lobes]
+        spans = [trace(lobe) for lobe in lobes]
         for cut in bone.keep:
             if cut.mode != "keep":
                 continue
-            region = trace(cut.region, camera)
+            region = trace(cut.region)
             for i, span in enumerate(spans):
                 if span is not None and (cut.lobes is None or i in cut.lobes):
                     spans[i] = intersect(span, region) if region is not None else None
@@ -86,7 +89,7 @@ def bone_lengths(bone: Bone, camera: Camera) -> tuple[Field | None, Field | None
         for cut in bone.keep:
             if cut.mode != "remove" or total is None:
                 continue
-            region = trace(cut.region, camera)
+            region = trace(cut.region)
             if region is None:
                 continue
             chosen = [
@@ -94,7 +97,7 @@ def bone_lengths(bone: Bone, camera: Camera) -> tuple[Field | None, Field | None
             ]
             inside = union_length([x for x in (intersect(s, region) for s in chosen) if x is not None])
             if cut.spare is not None and inside is not None:
-                spare = trace(cut.spare, camera)
+                spare = trace(cut.spare)
                 if spare is not None:
                     both = [x for x in (intersect(s, region) for s in chosen) if x is not None]
                     kept = union_length([x for x in (intersect(s, spare) for s in both) if x is not None])
@@ -141,6 +144,7 @@ def project(
     texture_amplitude: float = 0.12,
     bone_factor: int = 2,
     soft_factor: int = 2,
+    caches: list[SpanCache] | None = None,
 ) -> Projection:
     """Line integrals and masks of all knees on one detector (cameras share the pixel grid).
 
@@ -151,6 +155,8 @@ def project(
         texture_amplitude: relative modulation of cancellous bone attenuation by the texture.
         bone_factor: bone is traced on a grid this many times coarser than the pixels.
         soft_factor: soft tissue is traced ``soft_factor`` times coarser than the bone grid.
+        caches: one per camera, planned (``SpanCache.plan``) for the scene's solids and whatever else
+            the caller will trace; fresh ones, planned for the solids, when not given.
     """
     shape = cameras[0].shape
     masks = np.zeros((NUM_STRUCTURES, *shape), dtype=bool)
@@ -162,7 +168,13 @@ def project(
     bone_img = np.zeros(bone_cams[0].shape, dtype=np.float32)
     trab_img = np.zeros(bone_cams[0].shape, dtype=np.float32)
     mu_soft, mu_fat, mu_marrow = MU_PER_MM["soft"], MU_PER_MM["fat"], MU_PER_MM["marrow"]
-    for scene, camera, soft_cam, bone_cam in zip(scenes, cameras, soft_cams, bone_cams, strict=True):
+    if caches is None:
+        caches = [SpanCache(c) for c in cameras]
+        for scene, cache in zip(scenes, caches, strict=True):
+            cache.plan(scene.solids)
+    for scene, camera, soft_cam, bone_cam, cache in zip(
+        scenes, cameras, soft_cams, bone_cams, caches, strict=True
+    ):
         skin = union_length([s for s in (trace(lobe, soft_cam) for lobe in scene.skin) if s is not None])
         muscle = union_length([s for s in (trace(lobe, soft_cam) for lobe in scene.muscle) if s is not None])
         if skin is not None:
@@ -198,7 +210,7 @@ def project(
                 trab = Field(inner.r0, inner.r1, inner.c0, inner.c1, inner.values * weight)
                 trab.add_to(trab_img, MU_PER_MM["trabecular"] - mu_marrow)
         for solid in scene.solids:
-            _draw_solid(solid, camera, fine, masks)
+            _draw_solid(solid, camera, fine, masks, cache)
     bone_img += upsample(soft, soft_factor, bone_img.shape)
     line = fine
     line += upsample(bone_img, bone_factor, shape)
@@ -209,8 +221,8 @@ def project(
     return Projection(line, masks, body_full[: shape[0], : shape[1]])
 
 
-def _draw_solid(solid: Solid, camera: Camera, line: np.ndarray, masks: np.ndarray) -> None:
-    length = solid_length(solid, camera)
+def _draw_solid(solid: Solid, camera: Camera, line: np.ndarray, masks: np.ndarray, cache: SpanCache) -> None:
+    length = solid_length(solid, camera, cache)
     if length is None:
         return
     length.add_to(line, _mu(solid.material) - _mu(solid.replaces))

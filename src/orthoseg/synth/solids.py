@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from orthoseg.synth.geometry import Camera, Field, Primitive, Span, intersect, trace, union_length
+from orthoseg.synth.geometry import Camera, Field, Primitive, Span, intersect, union_length
+from orthoseg.synth.span_cache import SpanCache
 
 
 @dataclass
@@ -36,27 +37,31 @@ class Solid:
     label_min_path_mm: float = 0.02
 
 
-def solid_length(solid: Solid, camera: Camera) -> Field | None:
+def solid_length(solid: Solid, camera: Camera, cache: SpanCache | None = None) -> Field | None:
     """Path length (mm) of every pixel's ray inside ``solid``.
 
     Clips are traced first, so the parts (often whole bones) are only traced inside the clips' boxes.
+    ``cache`` (on ``camera``) shares the spans of primitives that other solids of the film trace too.
     """
+    if cache is None:
+        cache = SpanCache(camera)
+    trace = cache.trace
     clip_spans: list[Span] = []
     window = None
     for clip in solid.clips:
-        span = trace(clip, camera, window)
+        span = trace(clip, window)
         if span is None:
             return None
         clip_spans.append(span)
         window = span.box
-    spans: list[Span] = [s for s in (trace(p, camera, window) for p in solid.parts) if s is not None]
+    spans: list[Span] = [s for s in (trace(p, window) for p in solid.parts) if s is not None]
     for clip_span in clip_spans:
         spans = [x for x in (intersect(s, clip_span) for s in spans) if x is not None]
     if not spans:
         return None
     total = union_length(spans)
     if solid.minus is not None and total is not None:
-        minus_span = trace(solid.minus, camera, total.box)
+        minus_span = trace(solid.minus, total.box)
         if minus_span is not None:
             inside = union_length([x for x in (intersect(s, minus_span) for s in spans) if x is not None])
             if inside is not None:

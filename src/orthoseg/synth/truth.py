@@ -21,6 +21,7 @@ import numpy as np
 from orthoseg.synth.geometry import Camera
 from orthoseg.synth.knee import KneeScene
 from orthoseg.synth.solids import Solid, solid_length
+from orthoseg.synth.span_cache import SpanCache
 
 TRUTH_SCHEMA = "orthoseg-synth-truth/1"
 
@@ -119,10 +120,10 @@ MIN_VISIBLE_FRACTION = 0.5
 MIN_PROBE_PATH_MM = 6.0
 
 
-def _visible_fraction(probe: Solid, camera: Camera, metal: np.ndarray) -> float:
+def _visible_fraction(probe: Solid, camera: Camera, metal: np.ndarray, cache: SpanCache | None) -> float:
     """Share of a probe layer's projected core that is not behind metal (0 when it is off the film, or
     when no ray runs ``MIN_PROBE_PATH_MM`` through it)."""
-    length = solid_length(probe, camera)
+    length = solid_length(probe, camera, cache)
     if length is None or not np.any(length.values > 0):
         return 0.0
     values = length.values
@@ -134,8 +135,26 @@ def _visible_fraction(probe: Solid, camera: Camera, metal: np.ndarray) -> float:
     return float(np.mean(~behind[core]))
 
 
+def edge_on_regions(scene: KneeScene, camera: Camera) -> list[str]:
+    """Interface regions the beam sees edge-on (within ``EDGE_ON_DEG`` of their plane; an anchor's
+    mantle always): the only ones whose probes ``assessable_regions`` traces."""
+    beam = np.asarray(camera.beam, dtype=np.float64)
+    beam = beam / np.linalg.norm(beam)
+    limit = np.sin(np.radians(EDGE_ON_DEG))
+    out = []
+    for region in scene.lucency_mm:
+        normal = scene.interface_normals.get(region)
+        if normal is None or abs(float(normal @ beam)) <= limit:
+            out.append(region)
+    return out
+
+
 def assessable_regions(
-    scene: KneeScene, camera: Camera, view: str, metal: np.ndarray | None = None
+    scene: KneeScene,
+    camera: Camera,
+    view: str,
+    metal: np.ndarray | None = None,
+    cache: SpanCache | None = None,
 ) -> set[str]:
     """Interface regions whose radiolucent line this film can show at its true width.
 
@@ -146,17 +165,11 @@ def assessable_regions(
     pegs standing one behind the other, a femoral component's flange and posterior condyles in front of
     the distal cut on AP) or when rays cross too little of it to show (``MIN_PROBE_PATH_MM``).
     """
-    beam = np.asarray(camera.beam, dtype=np.float64)
-    beam = beam / np.linalg.norm(beam)
-    limit = np.sin(np.radians(EDGE_ON_DEG))
     out = set()
-    for region in scene.lucency_mm:
-        normal = scene.interface_normals.get(region)
-        if normal is not None and abs(float(normal @ beam)) > limit:
-            continue
+    for region in edge_on_regions(scene, camera):
         probe = scene.interface_probes.get(region)
         if metal is not None and probe is not None:
-            if _visible_fraction(probe, camera, metal) < MIN_VISIBLE_FRACTION:
+            if _visible_fraction(probe, camera, metal, cache) < MIN_VISIBLE_FRACTION:
                 continue
         out.add(region)
     return out
@@ -177,11 +190,15 @@ def _zone_regions(scene: KneeScene, view: str) -> dict[str, tuple[str, ...]]:
 
 
 def zone_widths(
-    scene: KneeScene, view: str, camera: Camera, metal: np.ndarray | None = None
+    scene: KneeScene,
+    view: str,
+    camera: Camera,
+    metal: np.ndarray | None = None,
+    cache: SpanCache | None = None,
 ) -> dict[str, float]:
     """Radiolucent-line width (mm) per Knee Society zone of this view: zones the implant has and the
     film can show (see ``assessable_regions``); a zone with any hidden or smeared region is left out."""
-    assessable = assessable_regions(scene, camera, view, metal)
+    assessable = assessable_regions(scene, camera, view, metal, cache)
     widths: dict[str, float] = {}
     for zone, regions in _zone_regions(scene, view).items():
         own = [r for r in regions if r in scene.lucency_mm]
@@ -192,7 +209,11 @@ def zone_widths(
 
 
 def knee_truth(
-    scene: KneeScene, camera: Camera, view: str, metal: np.ndarray | None = None
+    scene: KneeScene,
+    camera: Camera,
+    view: str,
+    metal: np.ndarray | None = None,
+    cache: SpanCache | None = None,
 ) -> dict[str, object]:
     """Everything measurable about one knee on this image (``metal``: the film's metal mask, which
     decides which radiolucent-line zones are visible)."""
@@ -210,6 +231,6 @@ def knee_truth(
         "subsidence_mm": spec.subsidence_mm,
         "joint_space_medial_mm": round(spec.joint_space_medial_mm, 2),
         "joint_space_lateral_mm": round(spec.joint_space_lateral_mm, 2),
-        "radiolucent_line_mm": zone_widths(scene, view, camera, metal),
+        "radiolucent_line_mm": zone_widths(scene, view, camera, metal, cache),
         **knee_angles(scene, camera, view),
     }
