@@ -315,14 +315,7 @@ def _interfaces(
         )
         # Where a line of this region would lie, whether or not there is one (never rendered): the truth
         # uses it to tell which zones the film shows (see truth.assessable_regions).
-        probe = _layer(f"interface probe {name}", "soft", region, offset, PROBE_MM)
-        if region.anchor is not None:
-            # Only the mantle along the anchor's side: the cap below its tip belongs to the tip's region.
-            tip_t = region.anchor.profile.t0
-            probe.clips.append(
-                Polytope(region.anchor.frame, (Plane((0.0, 0.0, -1.0), -tip_t),), (-200.0,) * 3, (200.0,) * 3)
-            )
-        probes[name] = probe
+        probes[name] = _layer(f"interface probe {name}", "soft", region, offset, PROBE_MM)
         if width <= 0:
             continue
         solids.append(_layer(f"lucent line {name}", "soft", region, offset, width))
@@ -339,7 +332,9 @@ def _layer(
 ) -> Solid:
     """A layer of bone turned to ``material`` from ``start`` to ``start + width`` mm off the interface.
 
-    For an anchor mantle the layer is an annulus whose hole starts at ``inner`` (default ``start``).
+    For an anchor mantle the layer is an annulus whose hole starts at ``inner`` (default ``start``),
+    along the anchor's side only: the cap beyond its tip is the tip's region (a stem's ``stem_tip``, with
+    its own width), so a line of the side does not wrap round the tip where the truth says there is none.
     """
     if region.anchor is None:
         assert region.frame is not None and region.plane is not None and region.extent is not None
@@ -352,8 +347,9 @@ def _layer(
         hole, outer = _annulus(anchor, start if inner is None else inner, start + width)
         if inner is not None:
             _, hole = _annulus(anchor, inner, start)
-        half_space: list[Primitive] = []
+        side = Plane((0.0, 0.0, -1.0), -anchor.profile.t0)  # the anchor's tip section and above
+        half_space: list[Primitive] = [Polytope(anchor.frame, (side,), (-200.0,) * 3, (200.0,) * 3)]
         if half is not None:
-            half_space = [Polytope(anchor.frame, (half,), (-200.0,) * 3, (200.0,) * 3)]
+            half_space.append(Polytope(anchor.frame, (half,), (-200.0,) * 3, (200.0,) * 3))
         clips, minus = [outer, *half_space], hole
     return Solid(name, material, list(region.bone.outer), clips=clips, minus=minus, replaces="trabecular")

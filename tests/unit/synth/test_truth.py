@@ -163,3 +163,40 @@ def test_a_cemented_femoral_stem_sits_in_a_cement_mantle() -> None:
         assert ("femoral stem cement" in names) is mantle, fixation
         stem_cement = [s for s in scene.solids if s.name == "femoral stem cement"]
         assert all(s.channel == BY_NAME["cement"].channel for s in stem_cement)
+
+
+def test_a_line_along_a_stem_stops_at_its_tip() -> None:
+    """The side zones' lines (and their sclerotic rims) cover the stem's side only: the cap beyond its tip
+    is the tip zone, whose width the truth gives separately (0 here), so no line may be drawn there."""
+    from dataclasses import replace
+
+    from orthoseg.synth.solids import solid_length
+
+    config = SynthConfig(count=1, seed=5, image_px=512, views=("AP",), bilateral_fraction=0.0)
+    image = image_spec(0, config)
+    knee = replace(
+        image.knees[0],
+        category="revision_tka",
+        family="revision_cck_stemmed",
+        fixation="cemented",
+        stem_length_mm=120.0,
+        lucency_mm={"stem_M": 2.0, "stem_L": 2.0, "stem_tip": 0.0},
+    )
+    scene = build_knee(knee, 0.0, seed=1)
+    camera = knee_camera(image, knee.side, image.spacing_mm / image.magnification, 0.0)
+    assert scene.tibial is not None and scene.tibial.stem is not None
+    stem = scene.tibial.stem
+    tip = stem.frame.to_parent(np.array([0.0, 0.0, stem.profile.t0]))
+    tip_row = float(camera.project(tip[None])[0][0])
+    above = stem.frame.to_parent(np.array([0.0, 0.0, stem.profile.t0 + 30.0]))
+    down = 1.0 if tip_row > float(camera.project(above[None])[0][0]) else -1.0  # rows toward the tip
+    spacing = camera.spacing_mm
+    for name in ("lucent line stem_M", "lucent line stem_L", "sclerotic rim stem_L"):
+        solid = next(s for s in scene.solids if s.name == name)
+        length = solid_length(solid, camera)
+        assert length is not None, name
+        rows = np.arange(length.r0, length.r1)[:, None] * np.ones(length.c1 - length.c0)[None]
+        drawn = rows[length.values > 0.05]
+        assert len(drawn) > 100, name  # the line runs along the stem ...
+        beyond_tip = (drawn - tip_row) * down * spacing
+        assert beyond_tip.max() < 1.0, name  # ... and ends at its tip (a pixel of blur at most)
