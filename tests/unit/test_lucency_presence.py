@@ -63,12 +63,11 @@ def _x(step: float = CONFIG.line_step_mm) -> np.ndarray:
 
 
 def test_slow_climb_from_canal_to_cortex_is_not_a_line() -> None:
-    """Metal, then dark bone brightening smoothly over ~3 mm to a bright cortex-like rim, then bone."""
+    """Metal, then dark bone brightening smoothly over ~2.4 mm to a cortex-like level, then bone."""
     x = _x()
     profile = np.full(x.shape, 100.0)
-    ramp = (x >= 0) & (x < 3.0)
-    profile[ramp] = 40.0 + 90.0 / (1.0 + np.exp(-(x[ramp] - 1.5) / 0.45))  # rises over ~1.8 mm
-    profile[(x >= 3.0) & (x < 3.8)] = 130.0
+    ramp = (x >= 0) & (x < 2.4)
+    profile[ramp] = 40.0 + 90.0 / (1.0 + np.exp(-(x[ramp] - 1.2) / 0.6))  # rises over ~2.4 mm
     profile[x < 0] = 200.0
     assert profile_width(profile, noise=2.0, config=CONFIG) == 0.0
     lenient = CONFIG.model_copy(update={"line_max_edge_mm": 100.0})

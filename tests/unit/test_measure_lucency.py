@@ -50,6 +50,31 @@ def test_texture_that_drifts_back_is_not_a_line() -> None:
     assert profile_width(profile, noise=2.0, config=CONFIG) == 0.0
 
 
+def _darkening_bone(profile: np.ndarray, per_mm: float) -> np.ndarray:
+    """``profile`` on bone that darkens by ``per_mm`` for every mm away from the implant (a stem in the
+    middle of the tibia on an AP film: the projected bone thins toward the cortex)."""
+    x = np.arange(len(profile)) * CONFIG.line_step_mm - CONFIG.line_lead_mm
+    return profile - per_mm * np.clip(x, 0.0, None)
+
+
+@pytest.mark.parametrize("width", [1.0, 1.7, 2.5])
+def test_a_line_beside_bone_that_darkens_away_from_the_implant_is_read(width: float) -> None:
+    """The bone 5 mm out is darker than the line's floor; beside the line it is brighter."""
+    profile = _darkening_bone(_profile(width), per_mm=20.0)
+    assert np.median(profile[-30:]) < 40.0 + 1.0  # the far reference alone would call this no line
+    assert profile_width(profile, noise=2.0, config=CONFIG) == pytest.approx(width, abs=0.06)
+
+
+def test_cement_on_bone_that_darkens_away_is_no_line() -> None:
+    """A cemented stem without a line on the same bone: cement, then bone that fades away."""
+    profile = _darkening_bone(_profile(0.0, rim_mm=0.0), per_mm=20.0)
+    assert profile_width(profile, noise=2.0, config=CONFIG) == 0.0
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        noisy = profile + rng.normal(0.0, 2.0, profile.shape)
+        assert profile_width(noisy, noise=2.0, config=CONFIG) == 0.0
+
+
 def _tray_scene(width_mm: float, spacing: float = 0.2) -> tuple[np.ndarray, ...]:
     """A tibial tray (metal) on a tibia, a lucent band of ``width_mm`` under its medial half only."""
     shape = (300, 400)

@@ -90,7 +90,10 @@ def profile_width(profile: np.ndarray, noise: float, config: MeasurementConfig) 
     the bone reference and the bone just beyond its far edge (within ``line_rim_mm``, where the
     sclerotic rim that borders a real line sits): a band that only drifts back up is texture. The rim
     itself must stand ``line_min_rim_contrast`` noise levels above the bone further in (0 accepts lines
-    without a sclerotic margin). The far edge must be an edge: its rise from the floor to the rim, over its
+    without a sclerotic margin). Where the bone darkens away from the implant (beside a stem in the
+    middle of the tibia on AP the projected bone thins toward the cortex), "the bone" at the band and at
+    the rim is the straight-line trend of the bone beyond the rim carried back to them, when that is
+    brighter than the reference. The far edge must be an edge: its rise from the floor to the rim, over its
     steepest slope (a length, mm), at most ``line_max_edge_mm`` (bone that brightens over millimetres, as
     from the medullary canal to the cortex beside a stem, is no line). And the
     band must be one dark run: at least ``line_fill_fraction`` of it below half way between its floor and
@@ -110,19 +113,35 @@ def profile_width(profile: np.ndarray, noise: float, config: MeasurementConfig) 
     if grad[far] <= 0:
         return 0.0
     floor = float(np.min(smooth[near : far + 1]))
-    beyond = float(np.max(smooth[far : far + int(round(config.line_rim_mm / step)) + 1]))
-    if min(reference, beyond) - floor < config.line_min_contrast * noise:
+    rim = int(round(config.line_rim_mm / step))
+    beyond = float(np.max(smooth[far : far + rim + 1]))
+    # Bone that darkens away from the implant (a stem in the middle of the tibia on AP: the projected
+    # bone thins toward the cortex) reads darker at the reference than beside the line; its level at
+    # the band is the trend of the bone beyond the rim, carried back to the band.
+    bone_from = far + 2 * rim + 1
+    at_band = max(reference, _bone_level_at(smooth, bone_from, r1, 0.5 * (near + far)))
+    at_rim = max(reference, _bone_level_at(smooth, bone_from, r1, far + 0.5 * rim))
+    if min(at_band, beyond) - floor < config.line_min_contrast * noise:
         return 0.0
-    if beyond - reference < config.line_min_rim_contrast * noise:
+    if beyond - at_rim < config.line_min_rim_contrast * noise:
         return 0.0  # no sclerotic margin: a darker stretch of bone, not a fibrous membrane
     if (beyond - floor) / (grad[far] / step) > config.line_max_edge_mm:
         return 0.0  # the far side climbs slowly: a gradient of the bone (canal to cortex), not an edge
-    rim = int(round(config.line_rim_mm / step))
     before = float(np.max(smooth[max(near - rim, 0) : near + 1]))
     half_depth = (min(before, beyond) + floor) / 2
     if np.mean(smooth[near + 1 : far] < half_depth) < config.line_fill_fraction:
         return 0.0  # not one dark band between the edges (a distant dip, or texture)
     return float((far - near) * step)
+
+
+def _bone_level_at(smooth: np.ndarray, start: int, end: int, at: float) -> float:
+    """The level of a profile's bone between samples ``start`` and ``end``, carried to sample ``at`` by
+    its straight-line trend (-inf when there are too few samples to fit one)."""
+    if end - start < 8:
+        return -np.inf
+    samples = np.arange(start, end, dtype=np.float64)
+    slope, intercept = np.polyfit(samples, smooth[start:end], 1)
+    return float(slope * at + intercept)
 
 
 def zone_of(
