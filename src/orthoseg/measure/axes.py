@@ -69,6 +69,20 @@ class ShaftAxis:
     flaring: bool = False
 
     @property
+    def direction_uncertainty_deg(self) -> float:
+        """How far (degrees) the direction could be off: the standard error of the fitted line's slope,
+        from the midpoints' scatter (``residual_mm``) over the levels' spread along the shaft.
+
+        A few centimetres of metaphysis whose midpoints wander (a flexed femur cut by the film's top
+        edge) give 1-3 degrees; a straight diaphysis a few hundredths.
+        """
+        if self.levels < 3 or self.length_mm <= 0:
+            return float("inf")
+        n = float(self.levels)
+        spread = self.length_mm / (n - 1.0) * math.sqrt((n * n - 1.0) / 12.0)
+        return math.degrees(math.atan(self.residual_mm / (math.sqrt(n) * spread)))
+
+    @property
     def short(self) -> bool:
         """True when the fit had to start closer to the joint than configured."""
         return bool(self.start_mm < self.configured_start_mm)

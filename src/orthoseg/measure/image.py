@@ -57,21 +57,30 @@ def _axes(
 ) -> tuple[np.ndarray, np.ndarray, ShaftAxis | None, ShaftAxis | None]:
     femur, tibia = masks[CHANNEL["femur"]], masks[CHANNEL["tibia"]]
     centre, up = joint_centre(femur, tibia, spacing)
-    femur_axis = fit_shaft_axis(femur, spacing, centre, up, config, field)
-    tibia_axis = fit_shaft_axis(tibia, spacing, centre, -up, config, field)
-    for name, axis, key in (
-        ("femur_axis", femur_axis, "femur_axis_deg"),
-        ("tibia_axis", tibia_axis, "tibia_axis_deg"),
-    ):
+    fitted = {
+        "femur_axis": fit_shaft_axis(femur, spacing, centre, up, config, field),
+        "tibia_axis": fit_shaft_axis(tibia, spacing, centre, -up, config, field),
+    }
+    for name, key in (("femur_axis", "femur_axis_deg"), ("tibia_axis", "tibia_axis_deg")):
+        axis = fitted[name]
         if axis is None:
             record.flag(name, "too little shaft visible to fit")
+            continue
+        if axis.direction_uncertainty_deg > config.axis_max_uncertainty_deg:
+            # A short stretch of wandering midpoints: no angle measured against it would be a fact.
+            record.flag(
+                name,
+                f"shaft too short or curved to fit ({axis.length_mm:.0f} mm, direction uncertain by "
+                f"{axis.direction_uncertainty_deg:.1f} degrees)",
+            )
+            fitted[name] = None
             continue
         record.values[key] = angle_from_vertical_deg(axis.direction)
         if axis.short:
             record.flag(name, f"short shaft (fit from {axis.start_mm:.0f} mm)")
         if axis.residual_mm > config.axis_max_residual_mm:
             record.flag(name, f"midpoints off the line by {axis.residual_mm:.1f} mm RMS")
-    return centre, up, femur_axis, tibia_axis
+    return centre, up, fitted["femur_axis"], fitted["tibia_axis"]
 
 
 # The shaft axes each angle is measured against.
