@@ -216,7 +216,8 @@ def knee_truth(
     cache: SpanCache | None = None,
 ) -> dict[str, object]:
     """Everything measurable about one knee on this image (``metal``: the film's metal mask, which
-    decides which radiolucent-line zones are visible)."""
+    decides which radiolucent-line zones are visible; ``cache``: the spans already traced on ``camera``
+    for the film, which the interface probes reuse)."""
     spec = scene.spec
     return {
         "laterality": spec.side,
