@@ -64,9 +64,9 @@ class SpanCache:
         for cached_box, span in self._spans.get(id(prim), ()):
             if _inside(box, cached_box):
                 return _slice(span, box)
-        span = trace(prim, self.camera, box)
-        self._store(prim, box, span)
-        return span
+        traced = trace(prim, self.camera, box)
+        self._store(prim, box, traced)
+        return traced
 
     def _store(self, prim: Primitive, box: Box, span: Span | None) -> None:
         if span is None:
@@ -80,8 +80,8 @@ class SpanCache:
         wanted: dict[int, list[Box]] = {}
         parts: dict[int, Primitive] = {}
         for solid in solids:
-            window = clip_window(solid, self)
-            if window is False:
+            reaches, window = clip_window(solid, self)
+            if not reaches:
                 continue
             for part in solid.parts:
                 box = self._request(part, window)
@@ -101,16 +101,16 @@ class SpanCache:
                 self._store(parts[key], union, trace(parts[key], self.camera, union))
 
 
-def clip_window(solid: Solid, cache: SpanCache) -> Box | None | bool:
-    """The box ``solid_length`` traces the solid's parts in (None: the whole film; False: the solid
-    misses the film)."""
+def clip_window(solid: Solid, cache: SpanCache) -> tuple[bool, Box | None]:
+    """Whether the solid's clips reach the film, and the box ``solid_length`` then traces its parts in
+    (None: the whole film)."""
     window: Box | None = None
     for clip in solid.clips:
         span = cache.trace(clip, window)
         if span is None:
-            return False
+            return False, None
         window = span.box
-    return window
+    return True, window
 
 
 def _slice(span: Span, box: Box) -> Span:

@@ -59,14 +59,14 @@ def test_a_bone_that_several_solids_cut_is_traced_once_and_sliced_for_each() -> 
     assert len(cutting) >= 3  # the tibial cement, and a lucent line and its rim under the tray
     cache = SpanCache(camera)
     cache.plan(cutting)
-    windows = [clip_window(s, cache) for s in cutting]
-    spans = [cache.trace(tibia.outer[0], w) for w in windows if w]  # type: ignore[arg-type]
+    windows = [window for reaches, window in (clip_window(s, cache) for s in cutting) if reaches]
+    spans = [cache.trace(tibia.outer[0], w) for w in windows]
     assert len(spans) >= 3 and all(s is not None for s in spans)
     # Every solid's piece of the bone is a view of one traced array ...
     assert all(np.shares_memory(spans[0].lo, s.lo) for s in spans[1:])  # type: ignore[union-attr]
     # ... with what tracing that piece alone gives, to the solver's tolerance.
     for window, span in zip(windows, spans, strict=True):
-        alone = trace(tibia.outer[0], camera, window)  # type: ignore[arg-type]
+        alone = trace(tibia.outer[0], camera, window)
         assert alone is not None and span is not None and alone.box == span.box
         inside = alone.hi > alone.lo
         assert np.abs(alone.lo - span.lo)[inside].max() < 0.05
