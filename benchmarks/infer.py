@@ -11,7 +11,8 @@ of ``--sizes``:
   on all the run's CPU threads), then the same run outputs (``write_run_outputs``);
 - peak resident memory (RSS, sampled from /proc every 0.1 s during the real call) of the driver and of
   the Ray worker processes (``ray::*`` below this process; shared pages such as the object store's are
-  counted in each process that touched them).
+  counted in each process that touched them); the driver's also while results stream in and while it
+  writes the run outputs (parquet, summary, report), apart.
 
 Once: the bare forward pass of the network on in-memory canvases of the films' canvas shape (no I/O,
 no preprocessing, no post-processing, all threads), per forward pass and per film with the run's
@@ -82,18 +83,35 @@ def _ray_workers(root: int) -> list[int]:
 
 
 class MemorySampler:
-    """Peak RSS of this process and of its Ray workers while the ``with`` block runs."""
+    """Peak RSS of this process and of its Ray workers while the ``with`` block runs.
+
+    The driver's peak is also kept apart for the time before and after ``mark_outputs`` (called when
+    the last result has streamed in: what follows is writing the run's parquet, summary and report).
+    """
 
     def __init__(self, interval_s: float = 0.1) -> None:
         self.interval_s = interval_s
         self.driver_peak = 0.0
+        self.driver_peak_streaming = 0.0
+        self.driver_peak_outputs = 0.0
         self.workers_total_peak = 0.0
         self.worker_peak = 0.0
+        self._outputs = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def mark_outputs(self) -> None:
+        """From now on the driver writes the run outputs."""
+        self._sample()
+        self._outputs.set()
+
     def _sample(self) -> None:
-        self.driver_peak = max(self.driver_peak, _rss_mib(os.getpid()))
+        driver = _rss_mib(os.getpid())
+        self.driver_peak = max(self.driver_peak, driver)
+        if self._outputs.is_set():
+            self.driver_peak_outputs = max(self.driver_peak_outputs, driver)
+        else:
+            self.driver_peak_streaming = max(self.driver_peak_streaming, driver)
         sizes = [_rss_mib(pid) for pid in _ray_workers(os.getpid())]
         self.workers_total_peak = max(self.workers_total_peak, sum(sizes))
         self.worker_peak = max([self.worker_peak, *sizes])
@@ -146,8 +164,15 @@ def real_rate(settings: Any, source: str, model_dir: Path, config: Any, size: in
 
     before = _rss_mib(os.getpid())
     with MemorySampler() as memory:
+
+        def progress(done: int, total: int) -> None:
+            if done >= total:
+                memory.mark_outputs()
+
         started = time.perf_counter()
-        summary = run_inference(settings, source, str(model_dir), run_id=f"real-{size}", config=config)
+        summary = run_inference(
+            settings, source, str(model_dir), run_id=f"real-{size}", config=config, progress=progress
+        )
         wall = time.perf_counter() - started
     if summary.images_failed or summary.images_inferred != size:
         raise RuntimeError(f"real run: {summary.images_inferred} inferred, failures {summary.failures}")
@@ -162,6 +187,8 @@ def real_rate(settings: Any, source: str, model_dir: Path, config: Any, size: in
         "image_seconds_sum_per_actor": round(float(frame["image_seconds"].sum()) / config.concurrency, 2),
         "driver_rss_before_mib": round(before, 1),
         "driver_rss_peak_mib": round(memory.driver_peak, 1),
+        "driver_rss_peak_streaming_mib": round(memory.driver_peak_streaming, 1),
+        "driver_rss_peak_writing_outputs_mib": round(memory.driver_peak_outputs, 1),
         "workers_rss_peak_total_mib": round(memory.workers_total_peak, 1),
         "worker_rss_peak_max_mib": round(memory.worker_peak, 1),
     }
