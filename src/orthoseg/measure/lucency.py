@@ -117,7 +117,7 @@ def profile_width(profile: np.ndarray, noise: float, config: MeasurementConfig) 
     beyond = float(np.max(smooth[far : far + rim + 1]))
     # Bone that darkens away from the implant (a stem in the middle of the tibia on AP: the projected
     # bone thins toward the cortex) reads darker at the reference than beside the line; its level at
-    # the band is the trend of the bone beyond the rim, carried back to the band.
+    # the band and at the rim is the trend of the bone beyond the rim, carried back to them.
     bone_from = far + 2 * rim + 1
     at_band = max(reference, _bone_level_at(smooth, bone_from, r1, 0.5 * (near + far)))
     at_rim = max(reference, _bone_level_at(smooth, bone_from, r1, far + 0.5 * rim))
