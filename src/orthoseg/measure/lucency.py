@@ -18,6 +18,7 @@ against the tray, a line under it is smeared over several millimetres and reads 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -118,9 +119,9 @@ def profile_width(profile: np.ndarray, noise: float, config: MeasurementConfig) 
     # Bone that darkens away from the implant (a stem in the middle of the tibia on AP: the projected
     # bone thins toward the cortex) reads darker at the reference than beside the line; its level at
     # the band and at the rim is the trend of the bone beyond the rim, carried back to them.
-    bone_from = far + 2 * rim + 1
-    at_band = max(reference, _bone_level_at(smooth, bone_from, r1, 0.5 * (near + far)))
-    at_rim = max(reference, _bone_level_at(smooth, bone_from, r1, far + 0.5 * rim))
+    bone_level = _bone_trend(smooth, far + 2 * rim + 1, r1)
+    at_band = max(reference, bone_level(0.5 * (near + far)))
+    at_rim = max(reference, bone_level(far + 0.5 * rim))
     if min(at_band, beyond) - floor < config.line_min_contrast * noise:
         return 0.0
     if beyond - at_rim < config.line_min_rim_contrast * noise:
@@ -134,14 +135,14 @@ def profile_width(profile: np.ndarray, noise: float, config: MeasurementConfig) 
     return float((far - near) * step)
 
 
-def _bone_level_at(smooth: np.ndarray, start: int, end: int, at: float) -> float:
-    """The level of a profile's bone between samples ``start`` and ``end``, carried to sample ``at`` by
-    its straight-line trend (-inf when there are too few samples to fit one)."""
+def _bone_trend(smooth: np.ndarray, start: int, end: int) -> Callable[[float], float]:
+    """The straight-line trend of a profile's bone between samples ``start`` and ``end``, as the level
+    it gives at any sample (-inf everywhere when there are too few samples to fit one)."""
     if end - start < 8:
-        return -np.inf
+        return lambda at: -np.inf
     samples = np.arange(start, end, dtype=np.float64)
     slope, intercept = np.polyfit(samples, smooth[start:end], 1)
-    return float(slope * at + intercept)
+    return lambda at: float(slope * at + intercept)
 
 
 def zone_of(
